@@ -1,0 +1,48 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED ?= $(abspath ../shared)
+export TRUSTCAM_MODEL_SOURCES ?= $(SHARED)/models
+export TRUSTCAM_DATA_DIR ?= $(SHARED)/data
+export TRUSTCAM_HOME ?= $(CURDIR)/var
+APT_PACKAGES := ffmpeg libgl1 libglib2.0-0
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test setup system-deps models lint bench clean
+
+demo: setup models
+	$(BIN)/trustcam analyze $(TRUSTCAM_DATA_DIR)/videos/one-by-one-person-detection.mp4 --config examples/demo.yaml
+
+test: setup models
+	$(BIN)/ruff check src tests bench
+	$(BIN)/pytest
+
+setup: system-deps $(VENV)/.installed
+
+# Debian packages the product and its tests need (ffmpeg for test streams, libGL for OpenCV).
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# Copies pinned models from TRUSTCAM_MODEL_SOURCES (checking sha256); downloads only if absent there.
+models: $(VENV)/.installed
+	$(BIN)/trustcam models install
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+
+bench: setup models
+	$(BIN)/python bench/pipeline.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

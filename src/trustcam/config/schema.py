@@ -1,0 +1,317 @@
+"""The one configuration schema: every key, its type, default and meaning.
+
+Field descriptions double as documentation (``trustcam config schema`` prints them). Unknown keys are
+rejected with a suggestion, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from trustcam.vision.labels import COCO_LABELS
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors that name the closest valid key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = set(cls.model_fields)
+            for key in data:
+                if key not in known:
+                    close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                    hint = f"did you mean '{close[0]}'? " if close else ""
+                    raise ValueError(
+                        f"unknown key '{key}'; {hint}valid keys here: {', '.join(sorted(known))}"
+                    )
+        return data
+
+
+def _check_labels(labels: list[str] | None) -> list[str] | None:
+    if labels is None:
+        return None
+    for label in labels:
+        if label not in COCO_LABELS:
+            close = difflib.get_close_matches(label, COCO_LABELS, n=3)
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            raise ValueError(f"unknown object label '{label}'{hint}; use COCO labels such as person, car, truck")
+    return labels
+
+
+def _check_point(point: list[float] | tuple[float, ...], what: str) -> tuple[float, float]:
+    if len(point) != 2:
+        raise ValueError(f"{what}: each point is [x, y], got {list(point)}")
+    x, y = float(point[0]), float(point[1])
+    if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+        raise ValueError(
+            f"{what}: point {list(point)} is outside the frame; coordinates are fractions of the frame "
+            "width and height, between 0 and 1 (e.g. [0.5, 0.25])"
+        )
+    return (x, y)
+
+
+def _check_polygon(points: list[list[float]]) -> tuple[tuple[float, float], ...]:
+    if len(points) < 3:
+        raise ValueError(
+            f"polygon needs ≥ 3 points, got {len(points)}; give [[x, y], ...] as fractions of the frame (0..1)"
+        )
+    return tuple(_check_point(p, "polygon") for p in points)
+
+
+Polygon = tuple[tuple[float, float], ...]
+
+
+class ThreatLevel(StrEnum):
+    """How urgent a rule hit is; an event takes the highest level of the rules it triggered."""
+
+    none = "none"
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+
+    @property
+    def rank(self) -> int:
+        return list(ThreatLevel).index(self)
+
+
+class DetectConfig(StrictModel):
+    fps: float = Field(5.0, gt=0, le=60, description="Frames per second analysed; others are decoded and skipped.")
+    width: int | None = Field(
+        None, ge=64, le=7680, description="Width frames are scaled to for analysis (default: the stream's)."
+    )
+    height: int | None = Field(
+        None, ge=64, le=4320, description="Height frames are scaled to for analysis (default: the stream's)."
+    )
+    stationary_recheck_s: float = Field(
+        10.0, gt=0, description="A still object is re-detected this often; between checks it is kept, not re-run."
+    )
+    full_frame_every_s: float = Field(
+        30.0, ge=0, description="Run a full-frame (tiled) detection this often to find still objects (0 = never)."
+    )
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> DetectConfig:
+        if (self.width is None) != (self.height is None):
+            raise ValueError("give both width and height, or neither (to keep the stream's size)")
+        return self
+
+
+class MotionConfig(StrictModel):
+    threshold: int = Field(25, ge=1, le=255, description="Grey-level change that counts as a moving pixel.")
+    min_area: float = Field(
+        0.0005, ge=0, le=1, description="Smallest moving blob kept, as a fraction of the frame area."
+    )
+    frame_height: int = Field(180, ge=60, le=1080, description="Motion runs on a grey frame scaled to this height.")
+    alpha: float = Field(0.02, gt=0, le=1, description="How fast the background model follows the scene.")
+    global_change: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Fraction of the frame changing at once that means a relight, IR switch or tamper: "
+        "the background is recalibrated and the change is reported, not treated as motion.",
+    )
+    mask: list[Polygon] = Field(
+        default_factory=list, description="Polygons (fractions of the frame) where motion is ignored."
+    )
+
+    @field_validator("mask", mode="before")
+    @classmethod
+    def _polygons(cls, value: Any) -> Any:
+        return [_check_polygon(p) for p in value] if isinstance(value, list) else value
+
+
+class ObjectFilter(StrictModel):
+    min_score: float = Field(0.3, ge=0, le=1, description="Detections below this score are ignored for this label.")
+    threshold: float = Field(
+        0.6, ge=0, le=1, description="Median score a tracked object needs before it becomes an event."
+    )
+    min_area: float = Field(0.0, ge=0, le=1, description="Smallest box kept, as a fraction of the frame area.")
+    max_area: float = Field(1.0, gt=0, le=1, description="Largest box kept, as a fraction of the frame area.")
+
+    @model_validator(mode="after")
+    def _area_order(self) -> ObjectFilter:
+        if self.min_area >= self.max_area:
+            raise ValueError(f"min_area ({self.min_area}) must be below max_area ({self.max_area})")
+        return self
+
+
+class ObjectsConfig(StrictModel):
+    track: list[str] = Field(
+        default_factory=lambda: ["person", "car"], min_length=1, description="Labels that are tracked."
+    )
+    filters: dict[str, ObjectFilter] = Field(default_factory=dict, description="Per-label score and size filters.")
+    mask: list[Polygon] = Field(
+        default_factory=list,
+        description="Polygons where an object whose feet (bottom-centre) fall is dropped (e.g. a poster).",
+    )
+
+    @field_validator("track")
+    @classmethod
+    def _known_labels(cls, value: list[str] | None) -> list[str] | None:
+        return _check_labels(value)
+
+    @field_validator("filters")
+    @classmethod
+    def _filter_labels(cls, value: dict[str, ObjectFilter]) -> dict[str, ObjectFilter]:
+        _check_labels(list(value))
+        return value
+
+    @field_validator("mask", mode="before")
+    @classmethod
+    def _polygons(cls, value: Any) -> Any:
+        return [_check_polygon(p) for p in value] if isinstance(value, list) else value
+
+    def filter_for(self, label: str) -> ObjectFilter:
+        return self.filters.get(label) or ObjectFilter()
+
+
+class ZoneConfig(StrictModel):
+    coordinates: Polygon = Field(description="Polygon [[x, y], ...] as fractions of the frame (0..1).")
+    objects: list[str] | None = Field(None, description="Labels that count in this zone (default: all tracked).")
+
+    @field_validator("coordinates", mode="before")
+    @classmethod
+    def _polygon(cls, value: Any) -> Any:
+        return _check_polygon(value) if isinstance(value, list) else value
+
+    @field_validator("objects")
+    @classmethod
+    def _known_labels(cls, value: list[str] | None) -> list[str] | None:
+        return _check_labels(value)
+
+
+class _RuleBase(StrictModel):
+    name: str = Field(pattern=NAME_PATTERN, description="Unique rule name, used in events and alerts.")
+    threat: ThreatLevel = Field(ThreatLevel.medium, description="Threat level of a hit.")
+    objects: list[str] | None = Field(None, description="Labels the rule applies to (default: all tracked).")
+
+    @field_validator("objects")
+    @classmethod
+    def _known_labels(cls, value: list[str] | None) -> list[str] | None:
+        return _check_labels(value)
+
+
+class EnterZoneRule(_RuleBase):
+    type: Literal["enter_zone"]
+    zone: str = Field(description="Name of a zone of this camera.")
+
+
+class LoiterRule(_RuleBase):
+    type: Literal["loiter"]
+    zone: str = Field(description="Name of a zone of this camera.")
+    seconds: float = Field(gt=0, description="Continuous time in the zone that counts as loitering.")
+
+
+class CrossLineRule(_RuleBase):
+    type: Literal["cross_line"]
+    line: tuple[tuple[float, float], tuple[float, float]] = Field(
+        description="Two points [[x1, y1], [x2, y2]] (fractions of the frame)."
+    )
+    direction: Literal["any", "left_to_right", "right_to_left"] = Field(
+        "any", description="Crossing direction, as seen standing on the first point looking at the second."
+    )
+
+    @field_validator("line", mode="before")
+    @classmethod
+    def _line(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if len(value) != 2:
+                raise ValueError(f"a line needs exactly 2 points [[x1, y1], [x2, y2]], got {len(value)}")
+            a, b = (_check_point(p, "line") for p in value)
+            if a == b:
+                raise ValueError("the two points of a line must differ")
+            return (a, b)
+        return value
+
+
+Rule = Annotated[EnterZoneRule | LoiterRule | CrossLineRule, Field(discriminator="type")]
+
+
+class CameraConfig(StrictModel):
+    source: str = Field(
+        description="rtsp://…, http(s)://…, a video file path, or /dev/videoN (USB/V4L2)."
+    )
+    enabled: bool = Field(True, description="A disabled camera is not opened.")
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport; TCP survives packet loss.")
+    timeout_s: float = Field(10.0, gt=0, le=300, description="A connect or read with no data for this long fails.")
+    detect: DetectConfig = Field(default_factory=DetectConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    objects: ObjectsConfig = Field(default_factory=ObjectsConfig)
+    zones: dict[str, ZoneConfig] = Field(default_factory=dict, description="Named polygons used by rules.")
+    rules: list[Rule] = Field(default_factory=list, description="Zone entry, loitering and line-crossing rules.")
+
+    @field_validator("zones")
+    @classmethod
+    def _zone_names(cls, value: dict[str, ZoneConfig]) -> dict[str, ZoneConfig]:
+        for name in value:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"zone name '{name}' must be lower-case letters, digits, '_' or '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _rules_reference_zones(self) -> CameraConfig:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.name in seen:
+                raise ValueError(f"rule name '{rule.name}' is used twice; give each rule its own name")
+            seen.add(rule.name)
+            zone = getattr(rule, "zone", None)
+            if zone is not None and zone not in self.zones:
+                known = ", ".join(sorted(self.zones)) or "none defined"
+                raise ValueError(f"rule '{rule.name}' names zone '{zone}', which does not exist (zones: {known})")
+        return self
+
+
+class DetectorConfig(StrictModel):
+    model: str = Field("yolox-nano", description="Catalog name of the detector model (`trustcam models list`).")
+    threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads per detector.")
+    score_threshold: float = Field(
+        0.3, ge=0.01, le=1, description="Lowest score the detector reports (trackers use weak detections too)."
+    )
+    tiling: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Full-frame detection in overlapping tiles so small distant people are found; 'auto' tiles "
+        "when the frame would shrink more than 2x to fit the model.",
+    )
+
+
+class TrackerConfig(StrictModel):
+    lost_after_s: float = Field(3.0, gt=0, description="A track not seen for this long ends, and so does its event.")
+    min_frames: int = Field(2, ge=1, le=30, description="Consecutive detections before a track gets an ID.")
+
+
+class Settings(StrictModel):
+    data_dir: Path = Field(
+        Path("var"), description="Database and snapshots live here (relative to the working directory)."
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/trustcam.db."
+    )
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    cameras: dict[str, CameraConfig] = Field(default_factory=dict, description="Cameras by name.")
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_names(cls, value: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
+        for name in value:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"camera name '{name}' must be lower-case letters, digits, '_' or '-'")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'trustcam.db'}"

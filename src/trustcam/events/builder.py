@@ -1,0 +1,121 @@
+"""Turn tracked objects and rule hits into events with a start, an end, a best snapshot and provenance.
+
+A track becomes an event only once its median score passes the label's ``threshold``: a one-frame
+false positive never raises an alert. Rule hits before that are held and attached when it does.
+"""
+
+from __future__ import annotations
+
+import statistics
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trustcam.bus import Bus
+from trustcam.config.schema import ObjectsConfig
+from trustcam.events.model import Event, EventEnded, EventStarted, RuleTriggered
+from trustcam.events.snapshot import write_snapshot
+from trustcam.rules.engine import RuleHit
+from trustcam.vision.tracker import TrackedObject
+
+
+@dataclass
+class _Candidate:
+    label: str
+    first_seen: float
+    last_seen: float
+    scores: list[float] = field(default_factory=list)
+    best_score: float = -1.0
+    best_box: tuple[float, float, float, float] = (0, 0, 0, 0)
+    best_time: float = 0.0
+    best_image: np.ndarray | None = None
+    zones: list[str] = field(default_factory=list)
+    hits: list[RuleHit] = field(default_factory=list)
+    event: Event | None = None
+
+
+class EventBuilder:
+    def __init__(self, camera: str, objects: ObjectsConfig, bus: Bus, *, model_name: str, model_sha256: str,
+                 snapshot_dir: Path | None, lost_after_s: float) -> None:
+        self.camera = camera
+        self.objects = objects
+        self.bus = bus
+        self.model_name = model_name
+        self.model_sha256 = model_sha256
+        self.snapshot_dir = snapshot_dir
+        self.lost_after_s = lost_after_s
+        self._tracks: dict[int, _Candidate] = {}
+
+    @property
+    def open_events(self) -> list[Event]:
+        return [c.event for c in self._tracks.values() if c.event is not None]
+
+    def update(self, image_source: object, objects: list[TrackedObject], zones: dict[int, list[str]],
+               hits: list[RuleHit], time: float) -> list[int]:
+        """Record this frame; returns track IDs whose events ended (their rule state can be dropped).
+
+        ``image_source`` has a ``bgr`` attribute (a Frame), read only when a new best snapshot is taken.
+        """
+        for obj in objects:
+            cand = self._tracks.get(obj.track_id)
+            if cand is None:
+                cand = self._tracks[obj.track_id] = _Candidate(obj.label, time, time)
+            cand.last_seen = time
+            cand.scores.append(obj.score)
+            if obj.score > cand.best_score:
+                cand.best_score, cand.best_box, cand.best_time = obj.score, obj.box, time
+                cand.best_image = image_source.bgr  # type: ignore[attr-defined]
+            for zone in zones.get(obj.track_id, []):
+                if zone not in cand.zones:
+                    cand.zones.append(zone)
+            if cand.event is not None:
+                self._sync(cand, time)
+            elif statistics.median(cand.scores) >= self.objects.filter_for(obj.label).threshold:
+                cand.event = Event(
+                    id=uuid.uuid4().hex, camera=self.camera, label=obj.label, track_id=obj.track_id,
+                    start=cand.first_seen, end=time, best_score=cand.best_score, best_box=cand.best_box,
+                    best_time=cand.best_time, model_name=self.model_name, model_sha256=self.model_sha256,
+                )
+                self._sync(cand, time)
+                self.bus.publish(EventStarted(cand.event))
+        for hit in hits:
+            cand = self._tracks.get(hit.track_id)
+            if cand is not None:
+                cand.hits.append(hit)
+        for cand in self._tracks.values():
+            if cand.event is not None and len(cand.event.rules) < len(cand.hits):
+                for hit in cand.hits[len(cand.event.rules):]:
+                    cand.event.rules.append(hit)
+                    self.bus.publish(RuleTriggered(cand.event, hit))
+        stale = [tid for tid, c in self._tracks.items() if time - c.last_seen > self.lost_after_s]
+        for tid in stale:
+            self._finish(tid)
+        return stale
+
+    def finish_all(self) -> None:
+        for tid in list(self._tracks):
+            self._finish(tid)
+
+    def _sync(self, cand: _Candidate, time: float) -> None:
+        event = cand.event
+        assert event is not None
+        event.end = cand.last_seen
+        event.best_score, event.best_box, event.best_time = cand.best_score, cand.best_box, cand.best_time
+        event.zones = list(cand.zones)
+
+    def _finish(self, track_id: int) -> None:
+        cand = self._tracks.pop(track_id)
+        event = cand.event
+        if event is None:
+            return
+        self._sync(cand, cand.last_seen)
+        for hit in cand.hits[len(event.rules):]:
+            event.rules.append(hit)
+            self.bus.publish(RuleTriggered(event, hit))
+        if self.snapshot_dir is not None and cand.best_image is not None:
+            path = self.snapshot_dir / self.camera / f"{event.id}.jpg"
+            caption = f"{event.label} {event.best_score:.2f}"
+            event.snapshot = str(write_snapshot(cand.best_image, event.best_box, caption, path))
+        self.bus.publish(EventEnded(event))

@@ -1,0 +1,78 @@
+"""Messages the pipeline publishes on the bus: finished events and scene changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trustcam.config.schema import ThreatLevel
+from trustcam.rules.engine import RuleHit
+
+
+@dataclass
+class Event:
+    """One tracked object's story on one camera: when, what, where, how sure, and which model saw it."""
+
+    id: str
+    camera: str
+    label: str
+    track_id: int
+    start: float
+    end: float
+    best_score: float
+    best_box: tuple[float, float, float, float]
+    best_time: float
+    zones: list[str] = field(default_factory=list)
+    rules: list[RuleHit] = field(default_factory=list)
+    snapshot: str | None = None
+    model_name: str = ""
+    model_sha256: str = ""
+
+    @property
+    def threat(self) -> ThreatLevel:
+        levels = [hit.threat for hit in self.rules]
+        return max(levels, key=lambda t: t.rank) if levels else ThreatLevel.none
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "camera": self.camera,
+            "label": self.label,
+            "track_id": self.track_id,
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "best_score": round(self.best_score, 4),
+            "box": [round(v, 1) for v in self.best_box],
+            "zones": self.zones,
+            "rules": [hit.to_json() for hit in self.rules],
+            "threat": self.threat.value,
+            "snapshot": self.snapshot,
+            "model": {"name": self.model_name, "sha256": self.model_sha256},
+        }
+
+
+@dataclass(frozen=True)
+class EventStarted:
+    event: Event
+
+
+@dataclass(frozen=True)
+class EventEnded:
+    event: Event
+
+
+@dataclass(frozen=True)
+class RuleTriggered:
+    """An alert: a rule fired for an object (sinks such as MQTT and webhooks listen for this)."""
+
+    event: Event
+    hit: RuleHit
+
+
+@dataclass(frozen=True)
+class SceneChanged:
+    """Most of the picture changed at once (relight, IR switch, covered or moved camera)."""
+
+    camera: str
+    time: float
+    reason: str
+    changed_fraction: float

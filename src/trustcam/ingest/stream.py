@@ -1,0 +1,123 @@
+"""A camera stream that never gives up: reconnect with exponential backoff and jitter, forever.
+
+A process restart is never needed to get a camera back; the stats say how healthy each stream is
+(fps, stalls, reconnects, last error) so that a silent camera is visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from trustcam.ingest.frame import Frame
+from trustcam.ingest.source import SourceError, VideoSource, redact
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter (AWS style): delay in [0, min(cap, base * 2**n)]."""
+
+    base_s: float = 0.5
+    cap_s: float = 30.0
+    rng: random.Random = field(default_factory=random.Random)
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap_s, self.base_s * (2**self.attempt))
+        self.attempt += 1
+        return max(self.base_s / 2, self.rng.uniform(0, ceiling))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class StreamStats:
+    """Health of one stream, updated by its reader thread and read by anyone."""
+
+    frames: int = 0
+    connects: int = 0
+    reconnects: int = 0
+    stalls: int = 0
+    connected: bool = False
+    last_error: str | None = None
+    last_frame_wall: float | None = None
+    fps: float = 0.0
+
+    def on_frame(self, now: float) -> None:
+        if self.last_frame_wall is not None:
+            gap = max(now - self.last_frame_wall, 1e-6)
+            self.fps = 1.0 / gap if self.fps == 0 else 0.9 * self.fps + 0.1 / gap
+        self.last_frame_wall = now
+        self.frames += 1
+
+
+class LiveStream:
+    """Yields frames from ``url`` across disconnections until :meth:`stop` is called."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        fps: float | None,
+        size: tuple[int, int] | None,
+        timeout_s: float = 10.0,
+        rtsp_transport: str = "tcp",
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.url = url
+        self.fps = fps
+        self.size = size
+        self.timeout_s = timeout_s
+        self.rtsp_transport = rtsp_transport
+        self.backoff = backoff or Backoff()
+        self.stats = StreamStats()
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def frames(self) -> Iterator[Frame]:
+        index = 0
+        while not self._stop.is_set():
+            source = VideoSource(
+                self.url, fps=self.fps, size=self.size, timeout_s=self.timeout_s, rtsp_transport=self.rtsp_transport
+            )
+            got_frame = False
+            try:
+                for frame in source.frames():
+                    if not got_frame:
+                        got_frame = True
+                        self.stats.connected = True
+                        self.stats.connects += 1
+                        self.backoff.reset()
+                        log.info("%s: connected", redact(self.url))
+                    self.stats.on_frame(time.time())
+                    frame.index = index
+                    index += 1
+                    yield frame
+                    if self._stop.is_set():
+                        return
+                reason = "stream ended"
+            except SourceError as exc:
+                reason = str(exc)
+            self.stats.connected = False
+            self.stats.last_error = reason
+            if got_frame:
+                self.stats.stalls += 1
+            if self._stop.is_set():
+                return
+            delay = self.backoff.next_delay()
+            self.stats.reconnects += 1
+            log.warning("%s; reconnecting in %.1fs (attempt %d)", reason, delay, self.backoff.attempt)
+            self._stop.wait(delay)

@@ -1,0 +1,30 @@
+"""Where trustcam keeps state on disk (models, database, snapshots).
+
+One place decides this so that the CLI, the Makefile and the tests agree without passing paths around.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def data_home() -> Path:
+    """Root of trustcam's state: ``$TRUSTCAM_HOME``, else ``$XDG_DATA_HOME/trustcam``, else ``~/.local/share/trustcam``."""
+    if env := os.environ.get("TRUSTCAM_HOME"):
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg).expanduser() / "trustcam"
+
+
+def model_dir() -> Path:
+    """Installed, verified model files: ``$TRUSTCAM_MODEL_DIR`` or ``<data_home>/models``."""
+    if env := os.environ.get("TRUSTCAM_MODEL_DIR"):
+        return Path(env).expanduser()
+    return data_home() / "models"
+
+
+def model_sources() -> list[Path]:
+    """Folders searched by ``trustcam models install`` before the catalog URLs (``TRUSTCAM_MODEL_SOURCES``, ``:``-separated)."""
+    raw = os.environ.get("TRUSTCAM_MODEL_SOURCES", "../shared/models")
+    return [Path(p).expanduser() for p in raw.split(os.pathsep) if p]

@@ -1,0 +1,185 @@
+"""One camera's analysis: motion → detection on regions → filters → tracking → rules → events.
+
+The detector only runs where something moves (or where a tracked object is), plus a periodic whole-frame
+pass that finds objects standing still since before motion detection could see them. Still objects are
+kept alive between re-checks instead of being re-detected every frame.
+"""
+
+from __future__ import annotations
+
+import time as clock
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trustcam.bus import Bus
+from trustcam.config.schema import CameraConfig, Settings
+from trustcam.events.builder import EventBuilder
+from trustcam.events.model import SceneChanged
+from trustcam.ingest.frame import Frame
+from trustcam.rules.engine import RuleEngine
+from trustcam.vision.detections import Detections, iou_matrix
+from trustcam.vision.detectors.base import Detector
+from trustcam.vision.frame_detector import FrameDetector
+from trustcam.vision.labels import COCO_LABELS
+from trustcam.vision.motion import MotionDetector, polygon_mask
+from trustcam.vision.regions import Box, regions_for
+from trustcam.vision.tracker import ObjectTracker, TrackedObject
+
+
+@dataclass
+class PipelineStats:
+    frames: int = 0
+    frames_detected: int = 0
+    detector_calls: int = 0
+    detector_seconds: float = 0.0
+    scene_changes: int = 0
+    events: int = 0
+
+    @property
+    def detect_fraction(self) -> float:
+        return self.frames_detected / self.frames if self.frames else 0.0
+
+
+@dataclass
+class _Known:
+    obj: TrackedObject
+    last_seen: float
+    last_checked: float
+    still: bool = False  # hardly moved between its last two sightings
+
+
+@dataclass
+class FrameResult:
+    objects: list[TrackedObject] = field(default_factory=list)
+    regions: list[Box] = field(default_factory=list)
+    motion_boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
+
+
+def _overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+class CameraPipeline:
+    def __init__(self, name: str, camera: CameraConfig, settings: Settings, detector: Detector, bus: Bus,
+                 snapshot_dir: Path | None) -> None:
+        self.name = name
+        self.camera = camera
+        self.settings = settings
+        self.bus = bus
+        self.detector = FrameDetector(detector, settings.detector.tiling)
+        self.motion = MotionDetector(camera.motion)
+        self.tracker = ObjectTracker(settings.tracker, camera.detect.fps)
+        self.events = EventBuilder(
+            name, camera.objects, bus, model_name=detector.name, model_sha256=detector.sha256,
+            snapshot_dir=snapshot_dir, lost_after_s=settings.tracker.lost_after_s,
+        )
+        self.stats = PipelineStats()
+        self._track_ids = {COCO_LABELS.index(label) for label in camera.objects.track}
+        self._rules: RuleEngine | None = None
+        self._object_mask: np.ndarray | None = None
+        self._known: dict[int, _Known] = {}
+        self._last_full: float | None = None
+        self._previous_time: float | None = None
+
+    def _setup(self, frame: Frame) -> RuleEngine:
+        if self._rules is None:
+            self._rules = RuleEngine(self.camera, frame.width, frame.height)
+            self._object_mask = polygon_mask(self.camera.objects.mask, frame.width, frame.height)
+        return self._rules
+
+    def process(self, frame: Frame) -> FrameResult:
+        rules = self._setup(frame)
+        now = frame.time
+        self.stats.frames += 1
+        motion = self.motion.detect(frame)
+        if motion.recalibrated in ("global_change", "brightness_jump"):
+            self.stats.scene_changes += 1
+            self.bus.publish(SceneChanged(self.name, now, motion.recalibrated, motion.changed_fraction))
+
+        self._known = {k: v for k, v in self._known.items() if now - v.last_seen <= self.settings.tracker.lost_after_s}
+        full_every = self.camera.detect.full_frame_every_s
+        full = (self._last_full is None or motion.recalibrated is not None
+                or (full_every > 0 and now - self._last_full >= full_every))
+        targets: list[tuple[float, float, float, float]] = [tuple(map(float, b)) for b in motion.boxes]
+        carried: list[_Known] = []
+        for known in self._known.values():
+            box = known.obj.box
+            moving = any(_overlaps(box, m) for m in motion.boxes)
+            if moving or now - known.last_checked >= self.camera.detect.stationary_recheck_s:
+                targets.append(box)
+            elif known.still and known.last_seen == self._previous_time:
+                carried.append(known)  # seen, still and without motion: keep it without re-detecting
+            else:
+                targets.append(box)  # just lost, or moving out of a motion area: look again
+
+        if full:
+            regions = self.detector.full_frame_regions(frame.width, frame.height)
+            self._last_full = now
+        else:
+            regions = regions_for(targets, frame.width, frame.height, self.detector.detector.input_size)
+
+        dets = Detections.empty()
+        if regions:
+            self.stats.frames_detected += 1
+            calls = self.detector.detector.calls
+            start = clock.perf_counter()
+            image = frame.bgr
+            dets = self.detector.detect_full(image) if full else self.detector.detect_regions(image, regions)
+            self.stats.detector_seconds += clock.perf_counter() - start
+            self.stats.detector_calls += self.detector.detector.calls - calls
+            dets = self._filter(dets, frame.width * frame.height)
+            for known in self._known.values():
+                if any(_contains(r, known.obj.box) for r in regions):
+                    known.last_checked = now
+        # Still objects outside every region keep their last box: they are not lost, just not re-checked.
+        carry = [k for k in carried if not any(_contains(r, k.obj.box) for r in regions)]
+        if carry:
+            label_ids = np.array([COCO_LABELS.index(k.obj.label) for k in carry])
+            dets = Detections.concat([dets, Detections(
+                np.array([k.obj.box for k in carry], np.float32),
+                np.array([k.obj.score for k in carry], np.float32), label_ids)])
+
+        objects = self.tracker.update(dets, now)
+        for obj in objects:
+            previous = self._known.get(obj.track_id)
+            still = previous is not None and float(iou_matrix(np.array([previous.obj.box]),
+                                                              np.array([obj.box]))[0, 0]) >= 0.9
+            self._known[obj.track_id] = _Known(obj, now, previous.last_checked if previous else now, still)
+        self._previous_time = now
+        zones = {obj.track_id: rules.zones_of(obj) for obj in objects}
+        hits = rules.update(objects, now)
+        ended = self.events.update(frame, objects, zones, hits, now)
+        for track_id in ended:
+            rules.forget(track_id)
+        return FrameResult(objects, regions, motion.boxes)
+
+    def close(self) -> None:
+        """Finish every open event (end of file, or camera stopping)."""
+        self.events.finish_all()
+
+    def _filter(self, dets: Detections, frame_area: int) -> Detections:
+        if len(dets) == 0:
+            return dets
+        keep = []
+        areas = (dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1]) / frame_area
+        for i, (class_id, score, area, box) in enumerate(zip(dets.class_ids, dets.scores, areas, dets.boxes,
+                                                             strict=True)):
+            if int(class_id) not in self._track_ids:
+                continue
+            rule = self.camera.objects.filter_for(COCO_LABELS[int(class_id)])
+            if score < rule.min_score or not (rule.min_area <= area <= rule.max_area):
+                continue
+            if self._object_mask is not None:
+                fx = int(min(max((box[0] + box[2]) / 2, 0), self._object_mask.shape[1] - 1))
+                fy = int(min(max(box[3] - 1, 0), self._object_mask.shape[0] - 1))
+                if self._object_mask[fy, fx] == 0:
+                    continue
+            keep.append(i)
+        return dets.select(keep)
+
+
+def _contains(region: Box, box: tuple[float, float, float, float]) -> bool:
+    return region[0] <= box[0] and region[1] <= box[1] and region[2] >= box[2] and region[3] >= box[3]
+

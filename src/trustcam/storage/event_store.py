@@ -1,0 +1,36 @@
+"""Persist finished events; subscribes to the bus so the pipeline never waits on storage code."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from trustcam.bus import Bus
+from trustcam.events.model import Event, EventEnded
+from trustcam.storage.schema import EventRow
+
+
+class EventStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def attach(self, bus: Bus) -> None:
+        bus.subscribe(EventEnded, lambda message: self.save(message.event))
+
+    def save(self, event: Event) -> None:
+        data = event.to_json()
+        row = EventRow(
+            id=event.id, camera=event.camera, label=event.label, track_id=event.track_id, start=event.start,
+            end=event.end, best_score=event.best_score, box=data["box"], zones=event.zones, rules=data["rules"],
+            threat=event.threat.value, snapshot=event.snapshot, model_name=event.model_name,
+            model_sha256=event.model_sha256,
+        )
+        with Session(self.engine) as session, session.begin():
+            session.merge(row)
+
+    def recent(self, limit: int = 100, camera: str | None = None) -> list[EventRow]:
+        query = select(EventRow).order_by(EventRow.start.desc()).limit(limit)
+        if camera is not None:
+            query = query.where(EventRow.camera == camera)
+        with Session(self.engine) as session:
+            return list(session.scalars(query))

@@ -1,0 +1,156 @@
+"""The model catalog: every model file trustcam will load, pinned by sha256.
+
+A file whose hash differs from the pin is refused, at install and at every load: a swapped or corrupted
+model is a silent accuracy failure (or a planted backdoor), so it must never run. Installation copies
+from local folders (``TRUSTCAM_MODEL_SOURCES``) first and only then downloads from the public URL;
+nothing is ever downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from trustcam import paths
+
+
+class ModelError(Exception):
+    """A model is missing, unknown or fails its integrity check; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    architecture: Literal["yolox", "nanodet"]
+    filename: str
+    sha256: str
+    size: int
+    input_size: int
+    url: str
+    licence: str
+    source: str
+
+    def path(self, directory: Path | None = None) -> Path:
+        return (directory or paths.model_dir()) / self.name / self.filename
+
+
+CATALOG: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="yolox-nano",
+            architecture="yolox",
+            filename="yolox_nano.onnx",
+            sha256="e8af074932d4ed7e232278e3055cefcdea3edf178874a3694ae292649fb464dd",
+            size=3_678_356,
+            input_size=416,
+            url="https://github.com/Megvii-BaseDetection/YOLOX/releases/download/0.1.1rc0/yolox_nano.onnx",
+            licence="Apache-2.0 (YOLOX by Megvii)",
+            source="https://github.com/Megvii-BaseDetection/YOLOX",
+        ),
+        ModelSpec(
+            name="nanodet-m-320",
+            architecture="nanodet",
+            filename="nanodet_m_320.onnx",
+            sha256="c59b6c947ce475d27023327808aed655fa000981fe144c4fd2026828999e19f8",
+            size=3_795_445,
+            input_size=320,
+            url="https://raw.githubusercontent.com/hpc203/nanodet-opncv-dnn-cpp-python/"
+            "15dd99c651d53c824f51d1eb5faddbd4f3d69bbc/nanodet.onnx",
+            licence="Apache-2.0 (NanoDet by RangiLyu, presumed)",
+            source="https://github.com/RangiLyu/nanodet",
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        known = ", ".join(sorted(CATALOG))
+        raise ModelError(f"unknown model '{name}'; the catalog has: {known}") from None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(spec: ModelSpec, path: Path) -> None:
+    """Raise :class:`ModelError` unless ``path`` is exactly the pinned file."""
+    if not path.is_file():
+        raise ModelError(
+            f"model '{spec.name}' is not installed (expected {path}); run `trustcam models install {spec.name}`"
+        )
+    actual = sha256_of(path)
+    if actual != spec.sha256:
+        raise ModelError(
+            f"model '{spec.name}' at {path} has sha256 {actual}, but the catalog pins {spec.sha256}: "
+            f"the file is corrupt or not the expected model and is refused; "
+            f"run `trustcam models install --force {spec.name}`"
+        )
+
+
+def _find_in_sources(spec: ModelSpec, sources: list[Path]) -> Path | None:
+    for root in sources:
+        if not root.is_dir():
+            continue
+        for candidate in sorted(root.rglob(spec.filename)):
+            if candidate.is_file() and candidate.stat().st_size == spec.size and sha256_of(candidate) == spec.sha256:
+                return candidate
+    return None
+
+
+def install(
+    spec: ModelSpec,
+    *,
+    directory: Path | None = None,
+    sources: list[Path] | None = None,
+    allow_download: bool = True,
+    force: bool = False,
+) -> tuple[Path, str]:
+    """Install ``spec`` into ``directory``; returns the path and where it came from."""
+    target = spec.path(directory)
+    if target.is_file() and not force:
+        verify(spec, target)
+        return target, "already installed"
+    sources = paths.model_sources() if sources is None else sources
+    target.parent.mkdir(parents=True, exist_ok=True)
+    found = _find_in_sources(spec, sources)
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp:
+        tmp_path = Path(tmp.name)
+    try:
+        if found is not None:
+            shutil.copyfile(found, tmp_path)
+            origin = str(found)
+        elif allow_download:
+            try:
+                with urllib.request.urlopen(spec.url, timeout=60) as response, tmp_path.open("wb") as out:
+                    shutil.copyfileobj(response, out)
+            except OSError as exc:
+                searched = ", ".join(str(s) for s in sources) or "none"
+                raise ModelError(
+                    f"model '{spec.name}': not in the local sources ({searched}) and the download from "
+                    f"{spec.url} failed ({exc}); put {spec.filename} in a folder named by TRUSTCAM_MODEL_SOURCES"
+                ) from None
+            origin = spec.url
+        else:
+            searched = ", ".join(str(s) for s in sources) or "none"
+            raise ModelError(
+                f"model '{spec.name}': {spec.filename} with sha256 {spec.sha256[:12]}… is not in {searched}; "
+                "set TRUSTCAM_MODEL_SOURCES to the folder that holds it"
+            )
+        verify(spec, tmp_path)  # a download that does not match the pin is refused before it is installed
+        tmp_path.replace(target)
+        return target, origin
+    finally:
+        tmp_path.unlink(missing_ok=True)

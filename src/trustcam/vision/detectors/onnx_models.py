@@ -1,0 +1,116 @@
+"""The two bundled, architecturally different detectors (see ../shared/models/*/PROVENANCE.md).
+
+Two independent models are the basis of failover and of cross-checking a fooled model later on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from trustcam.vision.catalog import ModelSpec, get_spec
+from trustcam.vision.detections import Detections
+from trustcam.vision.detectors.base import Detector
+
+
+def letterbox(image: np.ndarray, size: int, fill: int) -> tuple[np.ndarray, float]:
+    """Resize keeping the aspect ratio and paste at the top-left of a ``size`` square canvas."""
+    h, w = image.shape[:2]
+    scale = min(size / h, size / w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else image
+    canvas = np.full((size, size, 3), fill, np.uint8)
+    canvas[:nh, :nw] = resized
+    return canvas, scale
+
+
+def _grid(size: int, strides: tuple[int, ...], offset: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cell centres (N, 2) and strides (N,) for feature maps in stride order, row-major."""
+    centres, stride_col = [], []
+    for s in strides:
+        n = size // s
+        ys, xs = np.mgrid[0:n, 0:n]
+        centres.append(np.stack([xs.ravel(), ys.ravel()], axis=1) + offset)
+        stride_col.append(np.full(n * n, s))
+    return np.concatenate(centres).astype(np.float32), np.concatenate(stride_col).astype(np.float32)
+
+
+class YoloxDetector(Detector):
+    """YOLOX-nano: raw BGR 0..255 input letterboxed with grey 114; outputs (1, N, 85)."""
+
+    nms_iou = 0.45
+
+    def __init__(self, spec: ModelSpec, path: Path, threads: int = 1, score_threshold: float = 0.3) -> None:
+        super().__init__(spec, path, threads, score_threshold)
+        self._cells, self._strides = _grid(self.input_size, (8, 16, 32), 0.0)
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        canvas, scale = letterbox(image, self.input_size, 114)
+        tensor = canvas.transpose(2, 0, 1)[None].astype(np.float32)
+        return tensor, scale
+
+    def postprocess(self, outputs: list[np.ndarray], scale: float, threshold: float) -> Detections:
+        out = outputs[0][0]
+        cls_scores = out[:, 5:] * out[:, 4:5]
+        class_ids = cls_scores.argmax(1)
+        scores = cls_scores[np.arange(len(out)), class_ids]
+        keep = scores >= threshold
+        if not keep.any():
+            return Detections.empty()
+        o, cells, strides = out[keep], self._cells[keep], self._strides[keep, None]
+        centre = (o[:, :2] + cells) * strides
+        half = np.exp(o[:, 2:4]) * strides / 2
+        boxes = np.concatenate([centre - half, centre + half], axis=1) / scale
+        return Detections(boxes.astype(np.float32), scores[keep].astype(np.float32), class_ids[keep])
+
+
+class NanodetDetector(Detector):
+    """NanoDet-m 320 (GFL head): mean/std-normalised BGR; cls and DFL regression outputs per stride."""
+
+    nms_iou = 0.6
+    _mean = np.array([103.53, 116.28, 123.675], np.float32)
+    _inv_std = 1.0 / np.array([57.375, 57.12, 58.395], np.float32)
+
+    def __init__(self, spec: ModelSpec, path: Path, threads: int = 1, score_threshold: float = 0.3) -> None:
+        super().__init__(spec, path, threads, score_threshold)
+        self._cells, self._strides = _grid(self.input_size, (8, 16, 32), 0.5)
+        self._bins = np.arange(8, dtype=np.float32)
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        canvas, scale = letterbox(image, self.input_size, 0)
+        # pad with 0 *after* normalising would be -mean/std; the reference pads raw pixels with 0, as here
+        normalised = (canvas.astype(np.float32) - self._mean) * self._inv_std
+        return normalised.transpose(2, 0, 1)[None], scale
+
+    def postprocess(self, outputs: list[np.ndarray], scale: float, threshold: float) -> Detections:
+        # Outputs by position (their names are wrong): cls_8, cls_16, cls_32, reg_8, reg_16, reg_32.
+        cls = np.concatenate([o.reshape(-1, 80) for o in outputs[:3]])
+        reg = np.concatenate([o.reshape(-1, 32) for o in outputs[3:6]])
+        class_ids = cls.argmax(1)
+        scores = cls[np.arange(len(cls)), class_ids]
+        keep = scores >= threshold
+        if not keep.any():
+            return Detections.empty()
+        logits = reg[keep].reshape(-1, 4, 8)
+        logits = np.exp(logits - logits.max(axis=2, keepdims=True))
+        dist = (logits / logits.sum(axis=2, keepdims=True)) @ self._bins  # (K, 4): l, t, r, b in stride units
+        strides = self._strides[keep, None]
+        centre = self._cells[keep] * strides
+        d = dist * strides
+        boxes = np.concatenate([centre - d[:, :2], centre + d[:, 2:]], axis=1)
+        np.clip(boxes, 0, self.input_size, out=boxes)
+        return Detections((boxes / scale).astype(np.float32), scores[keep].astype(np.float32), class_ids[keep])
+
+
+_BACKENDS: dict[str, type[Detector]] = {"yolox": YoloxDetector, "nanodet": NanodetDetector}
+
+
+def load_detector(
+    name: str, *, model_dir: Path | None = None, threads: int = 1, score_threshold: float = 0.3
+) -> Detector:
+    """Load catalog model ``name`` after checking its sha256 (raises ModelError if it is absent or altered)."""
+    spec = get_spec(name)
+    return _BACKENDS[spec.architecture](spec, spec.path(model_dir), threads, score_threshold)

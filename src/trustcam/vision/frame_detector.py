@@ -1,0 +1,75 @@
+"""Run a detector over parts of a frame and merge the results in frame coordinates.
+
+``trustcam detect`` and the live pipeline share this, so what a user tests on a still is what runs on
+the camera (tiling included).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trustcam.vision.detections import Detections, nms, suppress_contained
+from trustcam.vision.detectors.base import Detector
+from trustcam.vision.regions import Box, needs_tiling, tiles
+
+_EDGE_PX = 2.0
+
+
+def _drop_cut_at_inner_edges(dets: Detections, region: Box, frame_w: int, frame_h: int) -> Detections:
+    """Remove boxes touching a region edge that lies inside the frame: they are objects cut in two by the
+    crop, and an overlapping tile or the whole-frame pass sees them whole."""
+    if len(dets) == 0:
+        return dets
+    x1, y1, x2, y2 = region
+    b = dets.boxes
+    cut = np.zeros(len(dets), bool)
+    if x1 > 0:
+        cut |= b[:, 0] <= x1 + _EDGE_PX
+    if y1 > 0:
+        cut |= b[:, 1] <= y1 + _EDGE_PX
+    if x2 < frame_w:
+        cut |= b[:, 2] >= x2 - _EDGE_PX
+    if y2 < frame_h:
+        cut |= b[:, 3] >= y2 - _EDGE_PX
+    return dets.select(np.flatnonzero(~cut))
+
+
+class FrameDetector:
+    """Detect on regions, tiles or the whole frame with one model."""
+
+    def __init__(self, detector: Detector, tiling: str = "auto", tile_overlap: float = 0.25) -> None:
+        self.detector = detector
+        self.tiling = tiling
+        self.tile_overlap = tile_overlap
+
+    def detect_regions(self, image: np.ndarray, regions: list[Box], drop_cut: bool = False) -> Detections:
+        h, w = image.shape[:2]
+        parts = []
+        for region in regions:
+            x1, y1, x2, y2 = region
+            dets = self.detector.detect(image[y1:y2, x1:x2]).shifted(x1, y1)
+            if drop_cut:
+                dets = _drop_cut_at_inner_edges(dets, region, w, h)
+            parts.append(dets)
+        return merge(parts, self.detector.nms_iou)
+
+    def full_frame_regions(self, width: int, height: int) -> list[Box]:
+        """The whole frame, plus model-sized tiles when the frame is much larger than the model."""
+        whole: Box = (0, 0, width, height)
+        side = self.detector.input_size
+        if not needs_tiling(width, height, side, self.tiling):
+            return [whole]
+        return [whole, *tiles(width, height, side, self.tile_overlap)]
+
+    def detect_full(self, image: np.ndarray) -> Detections:
+        h, w = image.shape[:2]
+        regions = self.full_frame_regions(w, h)
+        whole = self.detector.detect(image)
+        if len(regions) == 1:
+            return whole
+        tiled = self.detect_regions(image, regions[1:], drop_cut=True)
+        return merge([whole, tiled], self.detector.nms_iou)
+
+
+def merge(parts: list[Detections], iou: float) -> Detections:
+    return suppress_contained(nms(Detections.concat(parts), iou))

@@ -1,0 +1,49 @@
+"""Shared fixtures: the real shared data and real, hash-checked models (installed from local sources)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from trustcam.vision import catalog
+from trustcam.vision.detectors import Detector, load_detector
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ.get("TRUSTCAM_DATA_DIR", SHARED / "data"))
+    if not path.is_dir():
+        pytest.fail(f"shared data not found at {path}; set TRUSTCAM_DATA_DIR or put ../shared beside the repo")
+    return path
+
+
+@pytest.fixture(scope="session")
+def person_video(data_dir: Path) -> Path:
+    return data_dir / "videos" / "one-by-one-person-detection.mp4"
+
+
+@pytest.fixture(scope="session")
+def car_video(data_dir: Path) -> Path:
+    return data_dir / "videos" / "car-detection.mp4"
+
+
+@pytest.fixture(scope="session")
+def installed_models() -> None:
+    """Install the pinned models from TRUSTCAM_MODEL_SOURCES (offline) if they are not installed yet."""
+    for spec in catalog.CATALOG.values():
+        catalog.install(spec, allow_download=False)
+
+
+@pytest.fixture(scope="session")
+def yolox(installed_models: None) -> Detector:
+    return load_detector("yolox-nano")
+
+
+@pytest.fixture(scope="session")
+def nanodet(installed_models: None) -> Detector:
+    return load_detector("nanodet-m-320")
