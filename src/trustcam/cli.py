@@ -30,7 +30,7 @@ models_app = typer.Typer(help="Install and verify the pinned model files.", no_a
 config_app = typer.Typer(help="Check a configuration file.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML configuration file.")]
@@ -154,10 +154,11 @@ def analyze(
         result = analyze_file(video, cam, settings, bus, build_detector(settings),
                               snapshots or settings.data_dir / "snapshots", name)
         stats = result.pipeline.stats
-        err.print(
-            f"analysed {stats.frames} of {result.report.decoded} decoded frames in {result.seconds:.1f}s "
-            f"({result.report.decoded / max(result.seconds, 1e-9):.0f} fps); detector ran on "
-            f"{stats.detect_fraction:.0%} of analysed frames, {stats.detector_calls} calls", highlight=False)
+        if result.report.decoded:
+            err.print(
+                f"analysed {stats.frames} of {result.report.decoded} decoded frames in {result.seconds:.1f}s "
+                f"({result.report.decoded / max(result.seconds, 1e-9):.0f} fps); detector ran on "
+                f"{stats.detect_fraction:.0%} of analysed frames, {stats.detector_calls} calls", highlight=False)
         if result.error:
             err.print(f"[red]error:[/red] {result.error}", highlight=False)
             raise typer.Exit(1)
@@ -227,7 +228,7 @@ def models_list() -> None:
         except ModelError:
             status = "ALTERED" if path.exists() else "not installed"
         table.add_row(spec.name, spec.architecture, str(spec.input_size), spec.sha256[:16] + "…", status, spec.licence)
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     typer.echo(f"model folder: {paths.model_dir()}")
 
 

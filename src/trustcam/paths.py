@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def data_home() -> Path:
-    """Root of trustcam's state: ``$TRUSTCAM_HOME``, else ``$XDG_DATA_HOME/trustcam``, else ``~/.local/share/trustcam``."""
+    """Root of trustcam's state: ``$TRUSTCAM_HOME``, else ``$XDG_DATA_HOME/trustcam``, else ``~/.local/share``."""
     if env := os.environ.get("TRUSTCAM_HOME"):
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -25,6 +25,6 @@ def model_dir() -> Path:
 
 
 def model_sources() -> list[Path]:
-    """Folders searched by ``trustcam models install`` before the catalog URLs (``TRUSTCAM_MODEL_SOURCES``, ``:``-separated)."""
+    """Folders searched before the catalog URLs: ``TRUSTCAM_MODEL_SOURCES``, ``:``-separated."""
     raw = os.environ.get("TRUSTCAM_MODEL_SOURCES", "../shared/models")
     return [Path(p).expanduser() for p in raw.split(os.pathsep) if p]

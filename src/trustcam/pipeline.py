@@ -82,6 +82,7 @@ class CameraPipeline:
         self._known: dict[int, _Known] = {}
         self._last_full: float | None = None
         self._previous_time: float | None = None
+        self._unconfirmed: list[tuple[float, float, float, float]] = []
 
     def _setup(self, frame: Frame) -> RuleEngine:
         if self._rules is None:
@@ -103,6 +104,7 @@ class CameraPipeline:
         full = (self._last_full is None or motion.recalibrated is not None
                 or (full_every > 0 and now - self._last_full >= full_every))
         targets: list[tuple[float, float, float, float]] = [tuple(map(float, b)) for b in motion.boxes]
+        targets += self._unconfirmed  # new objects are looked at again until the tracker confirms them
         carried: list[_Known] = []
         for known in self._known.values():
             box = known.obj.box
@@ -148,6 +150,7 @@ class CameraPipeline:
                                                               np.array([obj.box]))[0, 0]) >= 0.9
             self._known[obj.track_id] = _Known(obj, now, previous.last_checked if previous else now, still)
         self._previous_time = now
+        self._unconfirmed = self._not_tracked(dets, objects)
         zones = {obj.track_id: rules.zones_of(obj) for obj in objects}
         hits = rules.update(objects, now)
         ended = self.events.update(frame, objects, zones, hits, now)
@@ -158,6 +161,15 @@ class CameraPipeline:
     def close(self) -> None:
         """Finish every open event (end of file, or camera stopping)."""
         self.events.finish_all()
+
+    @staticmethod
+    def _not_tracked(dets: Detections, objects: list[TrackedObject]) -> list[tuple[float, float, float, float]]:
+        if len(dets) == 0:
+            return []
+        if not objects:
+            return [tuple(map(float, b)) for b in dets.boxes]
+        overlap = iou_matrix(dets.boxes, np.array([o.box for o in objects], np.float32)).max(axis=1)
+        return [tuple(map(float, b)) for b, o in zip(dets.boxes, overlap, strict=True) if o < 0.3]
 
     def _filter(self, dets: Detections, frame_area: int) -> Detections:
         if len(dets) == 0:

@@ -7,6 +7,7 @@ than drifting further and further from real time; files never drop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -19,7 +20,7 @@ from trustcam.bus import Bus
 from trustcam.config.schema import CameraConfig, Settings
 from trustcam.events.model import EventEnded
 from trustcam.ingest.frame import Frame
-from trustcam.ingest.source import DecodeReport, SourceError, VideoSource
+from trustcam.ingest.source import DecodeReport, SourceError, VideoSource, source_kind
 from trustcam.ingest.stream import LiveStream
 from trustcam.pipeline import CameraPipeline
 from trustcam.storage.database import open_database
@@ -57,10 +58,8 @@ def _threaded(frames: Iterator[Frame], maxsize: int, drop_oldest: bool, stop: th
                             q.put_nowait(frame)
                             break
                         except queue.Full:
-                            try:
+                            with contextlib.suppress(queue.Empty):
                                 q.get_nowait()
-                            except queue.Empty:
-                                pass
                 else:
                     while not stop.is_set():
                         try:
@@ -118,6 +117,25 @@ def analyze_file(path: str, camera: CameraConfig, settings: Settings, bus: Bus, 
     return AnalyzeResult(source.report, pipeline, time.perf_counter() - start, error)
 
 
+def paced(frames: Iterator[Frame], stop: threading.Event) -> Iterator[Frame]:
+    """Play a file like a live camera: at its own speed, with wall-clock times, looping without going back
+    in time (``run`` with a file source is a test camera, not a batch job)."""
+    origin: float | None = None
+    last_media = 0.0
+    offset = 0.0
+    for frame in frames:
+        if origin is None:
+            origin = time.time()
+        if frame.time + offset < last_media:  # the file restarted: continue the clock from where it was
+            offset = last_media - frame.time
+        last_media = frame.time + offset
+        delay = origin + last_media - time.time()
+        if delay > 0 and stop.wait(delay):
+            return
+        frame.time = origin + last_media
+        yield frame
+
+
 class CameraWorker(threading.Thread):
     """Runs one live camera until stopped; never exits on camera errors (the stream reconnects)."""
 
@@ -134,8 +152,11 @@ class CameraWorker(threading.Thread):
         self.stream.stop()
 
     def run(self) -> None:
+        frames = self.stream.frames()
+        if source_kind(self.stream.url) == "file":
+            frames = paced(frames, self._stop_event)
         try:
-            for frame in _threaded(self.stream.frames(), 2, True, self._stop_event, []):
+            for frame in _threaded(frames, 2, True, self._stop_event, []):
                 self.pipeline.process(frame)
         except Exception:
             log.exception("camera %s: pipeline failed", self.camera_name)

@@ -28,10 +28,7 @@ class Frame:
         self.index = index
         self.time = time
         self._source = source
-        if isinstance(source, np.ndarray):
-            native = (source.shape[1], source.shape[0])
-        else:
-            native = (source.width, source.height)
+        native = (source.shape[1], source.shape[0]) if isinstance(source, np.ndarray) else (source.width, source.height)
         self.native_size = native
         self.size: tuple[int, int] = size or native
 

@@ -26,9 +26,9 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
 
 def open_database(url: str) -> Engine:
     """Create the engine for ``url`` (creating a SQLite file's folder) and run migrations to head."""
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)

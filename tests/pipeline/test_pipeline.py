@@ -1,0 +1,119 @@
+"""The whole pipeline on real footage: the people who walk in become events with zones, rules and evidence."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from trustcam.bus import Bus
+from trustcam.config import Settings, load_settings
+from trustcam.config.schema import CameraConfig
+from trustcam.events.model import EventEnded, EventStarted, RuleTriggered, SceneChanged
+from trustcam.ingest.frame import Frame
+from trustcam.ingest.source import VideoSource
+from trustcam.pipeline import CameraPipeline
+from trustcam.service import analyze_file
+from trustcam.vision.catalog import CATALOG
+
+REPO = Path(__file__).resolve().parents[2]
+PEOPLE_WALKING_IN = 6  # counted by eye on one-by-one-person-detection.mp4
+
+
+@pytest.fixture(scope="module")
+def demo_run(person_video: Path, yolox, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    settings = load_settings(REPO / "examples" / "demo.yaml")
+    camera = settings.cameras["office"]
+    bus = Bus()
+    seen: dict[str, list] = {"started": [], "ended": [], "alerts": [], "scene": []}
+    bus.subscribe(EventStarted, lambda m: seen["started"].append(m.event))
+    bus.subscribe(EventEnded, lambda m: seen["ended"].append(m.event))
+    bus.subscribe(RuleTriggered, lambda m: seen["alerts"].append(m.hit))
+    bus.subscribe(SceneChanged, lambda m: seen["scene"].append(m))
+    snapshots = tmp_path_factory.mktemp("snapshots")
+    result = analyze_file(str(person_video), camera, settings, bus, yolox, snapshots, "office")
+    return {"result": result, **seen}
+
+
+def test_every_person_walking_in_is_one_event(demo_run: dict) -> None:
+    events = demo_run["ended"]
+    assert demo_run["result"].error is None
+    assert all(e.label == "person" for e in events)
+    # one event per person: the tracker keeps each person's ID while they walk in, stand and leave
+    assert len(events) == PEOPLE_WALKING_IN, [(e.start, e.end) for e in events]
+    starts = sorted(e.start for e in events)
+    assert all(b - a > 3 for a, b in itertools.pairwise(starts)), starts
+    assert len({e.track_id for e in events}) == len(events)
+    assert len(demo_run["started"]) == len(events)
+
+
+def test_events_carry_zones_rules_and_provenance(demo_run: dict) -> None:
+    spec = CATALOG["yolox-nano"]
+    for event in demo_run["ended"]:
+        assert event.zones == ["table"]
+        fired = {hit.rule for hit in event.rules}
+        assert {"at-table", "loitering-at-table"} <= fired
+        assert event.threat.value == "medium"
+        assert event.best_score >= 0.8
+        assert event.end - event.start > 8
+        assert (event.model_name, event.model_sha256) == (spec.name, spec.sha256)
+    assert len(demo_run["alerts"]) == sum(len(e.rules) for e in demo_run["ended"])
+
+
+def test_snapshots_are_jpegs_with_the_box_drawn(demo_run: dict) -> None:
+    for event in demo_run["ended"]:
+        image = cv2.imread(event.snapshot)
+        assert image is not None and image.shape == (432, 768, 3)
+        x1, _, x2, y2 = (round(v) for v in event.best_box)
+        edge = image[min(y2, 431) - 1 : min(y2, 431) + 1, x1 + 5 : x2 - 5].reshape(-1, 3).mean(axis=0)
+        assert edge[2] > 150 and edge[0] < 110, edge  # red box line (BGR)
+
+
+def test_motion_gates_the_detector(demo_run: dict) -> None:
+    stats = demo_run["result"].pipeline.stats
+    assert stats.frames == demo_run["result"].report.kept
+    assert 0 < stats.frames_detected <= stats.frames
+    assert stats.detector_calls >= stats.frames_detected
+
+
+def first_frames(video: Path, count: int) -> list[np.ndarray]:
+    frames = []
+    for frame in VideoSource(str(video), fps=5).frames():
+        frames.append(frame.bgr.copy())
+        if len(frames) == count:
+            break
+    return frames
+
+
+def test_relight_is_reported_not_detected_as_motion(person_video: Path, yolox) -> None:
+    frames = first_frames(person_video, 12)
+    bus = Bus()
+    changes: list[SceneChanged] = []
+    bus.subscribe(SceneChanged, changes.append)
+    pipeline = CameraPipeline("office", CameraConfig(source="x"), Settings(), yolox, bus, None)
+    for i, image in enumerate(frames[:6]):
+        pipeline.process(Frame.from_image(image, i, i * 0.2))
+    dark = [(img.astype(np.float32) * 0.35).astype(np.uint8) for img in frames[6:]]  # lights dimmed / IR switch
+    results = [pipeline.process(Frame.from_image(img, 6 + i, (6 + i) * 0.2)) for i, img in enumerate(dark)]
+    assert len(changes) == 1 and changes[0].camera == "office" and changes[0].changed_fraction > 0.5
+    assert all(not r.motion_boxes for r in results)  # recalibrated: the dark scene is the new background
+
+
+def test_still_objects_are_kept_without_redetection(person_video: Path, yolox) -> None:
+    # A person standing still in a frozen picture: detected once, then carried until the re-check.
+    frame = next(f.bgr.copy() for f in VideoSource(str(person_video), fps=5).frames() if f.time >= 12)
+    camera = CameraConfig(source="x", detect={"stationary_recheck_s": 4.0, "full_frame_every_s": 0})
+    pipeline = CameraPipeline("office", camera, Settings(), yolox, Bus(), None)
+    ids, calls = [], []
+    for i in range(30):  # 6 s at 5 fps
+        before = yolox.calls
+        result = pipeline.process(Frame.from_image(frame, i, i * 0.2))
+        calls.append(yolox.calls - before)
+        ids.append(tuple(sorted(o.track_id for o in result.objects)))
+    assert len(set(ids[3:])) == 1 and len(ids[-1]) == 1  # one stable ID throughout
+    assert calls[0] >= 1
+    assert sum(calls[5:19]) == 0  # no detector runs while it stands still and no re-check is due
+    assert sum(calls[19:]) >= 1  # re-checked after stationary_recheck_s
