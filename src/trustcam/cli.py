@@ -197,6 +197,14 @@ def config_check(config: Annotated[Path, typer.Argument(help="YAML configuration
         typer.echo(f"{config}: OK")
 
 
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print every config key with its type, default and meaning (Markdown)."""
+    from trustcam.config.reference import render
+
+    typer.echo(render(), nl=False)
+
+
 def _models(names: list[str] | None) -> list[catalog.ModelSpec]:
     return [catalog.get_spec(n) for n in names] if names else list(catalog.CATALOG.values())
 

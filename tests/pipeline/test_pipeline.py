@@ -117,3 +117,33 @@ def test_still_objects_are_kept_without_redetection(person_video: Path, yolox) -
     assert calls[0] >= 1
     assert sum(calls[5:19]) == 0  # no detector runs while it stands still and no re-check is due
     assert sum(calls[19:]) >= 1  # re-checked after stationary_recheck_s
+
+
+def test_object_mask_drops_objects_standing_in_it(person_video: Path, yolox) -> None:
+    # the whole floor where people stand is masked: nobody becomes an event
+    camera = CameraConfig(source="x", objects={"track": ["person"],
+                                               "mask": [[[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]]})
+    events: list = []
+    bus = Bus()
+    bus.subscribe(EventEnded, lambda m: events.append(m.event))
+    source = VideoSource(str(person_video), fps=5)
+    pipeline = CameraPipeline("office", camera, Settings(), yolox, bus, None)
+    for frame in source.frames():
+        pipeline.process(frame)
+        if frame.time > 25:
+            break
+    pipeline.close()
+    assert events == []
+
+
+def test_second_detector_and_scaled_analysis(person_video: Path, nanodet, tmp_path: Path) -> None:
+    settings = Settings(detector={"model": "nanodet-m-320"})
+    camera = CameraConfig(source="x", detect={"width": 640, "height": 360}, objects={"track": ["person"]})
+    events: list = []
+    bus = Bus()
+    bus.subscribe(EventEnded, lambda m: events.append(m.event))
+    result = analyze_file(str(person_video), camera, settings, bus, nanodet, tmp_path, "office")
+    assert result.error is None
+    assert 4 <= len(events) <= 8, [(e.start, e.end) for e in events]
+    assert all(e.model_name == "nanodet-m-320" for e in events)
+    assert cv2.imread(events[0].snapshot).shape == (360, 640, 3)

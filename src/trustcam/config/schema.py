@@ -247,9 +247,9 @@ class CameraConfig(StrictModel):
     enabled: bool = Field(True, description="A disabled camera is not opened.")
     rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport; TCP survives packet loss.")
     timeout_s: float = Field(10.0, gt=0, le=300, description="A connect or read with no data for this long fails.")
-    detect: DetectConfig = Field(default_factory=DetectConfig)
-    motion: MotionConfig = Field(default_factory=MotionConfig)
-    objects: ObjectsConfig = Field(default_factory=ObjectsConfig)
+    detect: DetectConfig = Field(default_factory=DetectConfig, description="Analysis rate and size.")
+    motion: MotionConfig = Field(default_factory=MotionConfig, description="Motion detection (the detector's gate).")
+    objects: ObjectsConfig = Field(default_factory=ObjectsConfig, description="What is tracked and filtered.")
     zones: dict[str, ZoneConfig] = Field(default_factory=dict, description="Named polygons used by rules.")
     rules: list[Rule] = Field(default_factory=list, description="Zone entry, loitering and line-crossing rules.")
 
@@ -300,8 +300,8 @@ class Settings(StrictModel):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/trustcam.db."
     )
-    detector: DetectorConfig = Field(default_factory=DetectorConfig)
-    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Object detector (all cameras).")
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="Multi-object tracking.")
     cameras: dict[str, CameraConfig] = Field(default_factory=dict, description="Cameras by name.")
 
     @field_validator("cameras")
