@@ -180,10 +180,16 @@ def run(config: Annotated[Path, typer.Option("--config", "-c", help="YAML config
         service.start()
         err.print(f"running {len(service.workers)} camera(s); events in {settings.resolved_database_url}",
                   highlight=False)
+        ticks = 0
         while not stop.wait(1.0):
-            pass
+            ticks += 1
+            if ticks % 60 == 0:
+                for line in service.status_lines():
+                    logging.getLogger("trustcam.run").info(line)
         err.print("stopping: finishing open events", highlight=False)
         service.stop()
+        for line in service.status_lines():
+            err.print(line, highlight=False)
 
 
 @config_app.command("check")

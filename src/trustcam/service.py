@@ -187,3 +187,14 @@ class Service:
             worker.stop()
         for worker in self.workers:
             worker.join(timeout)
+
+    def status_lines(self) -> list[str]:
+        """One line per camera: stream health and analysis counters."""
+        lines = []
+        for worker in self.workers:
+            s, p = worker.stream.stats, worker.pipeline.stats
+            state = "connected" if s.connected else f"disconnected ({s.last_error or 'not yet connected'})"
+            lines.append(f"{worker.camera_name}: {state}; {s.fps:.1f} fps, {s.frames} frames, {s.reconnects} "
+                         f"reconnects, {s.stalls} stalls; detector on {p.detect_fraction:.0%} of frames, "
+                         f"{p.scene_changes} scene changes")
+        return lines

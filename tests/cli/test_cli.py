@@ -86,3 +86,30 @@ def test_models_commands(command: list[str], installed_models: None) -> None:
     result = subprocess.run([*CLI, *command], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "yolox-nano" in result.stdout and "nanodet-m-320" in result.stdout
+
+
+def test_run_survives_an_unreachable_camera(installed_models: None, tmp_path: Path) -> None:
+    config = tmp_path / "dead.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\n"
+        "cameras:\n"
+        "  gate:\n"
+        "    source: rtsp://admin:hunter2@127.0.0.1:1/stream\n"
+        "    timeout_s: 1\n"
+    )
+    process = subprocess.Popen([*CLI, "run", "--config", str(config)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(5)
+        assert process.poll() is None  # still running, retrying
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    status = next(line for line in stderr.splitlines() if line.startswith("gate:"))
+    assert "disconnected" in status and "Connection refused" in status
+    reconnects = int(status.split(" reconnects")[0].rsplit(" ", 1)[1])
+    assert reconnects >= 2
+    assert "hunter2" not in stderr  # credentials never leak into messages
