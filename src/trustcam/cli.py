@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from trustcam import __version__, paths
@@ -30,10 +31,19 @@ models_app = typer.Typer(help="Install and verify the pinned model files.", no_a
 config_app = typer.Typer(help="Check a configuration file.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
-err = Console(stderr=True, soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
 T = TypeVar("T")
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML configuration file.")]
+
+
+def _error(message: object) -> None:
+    """Print one ``error:`` line; the message is escaped (paths may contain '[' that rich reads as markup)."""
+    err.print(f"[red]error:[/red] {escape(str(message))}")
+
+
+def _say(message: str) -> None:
+    err.print(message, markup=False)
 
 
 @contextmanager
@@ -42,10 +52,10 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        _error(exc)
         raise typer.Exit(2) from None
     except (ModelError, SourceError, DatabaseError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        _error(exc)
         raise typer.Exit(1) from None
 
 
@@ -102,7 +112,7 @@ def detect(
             image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
             if image is None:
                 reason = "not found" if not path.exists() else "not a readable image"
-                err.print(f"[red]error:[/red] {path}: {reason}; pass JPEG or PNG files", highlight=False)
+                _error(f"{path}: {reason}; pass JPEG or PNG files")
                 failed += 1
                 continue
             dets = detector.detect_full(image)
@@ -155,12 +165,12 @@ def analyze(
                               snapshots or settings.data_dir / "snapshots", name)
         stats = result.pipeline.stats
         if result.report.decoded:
-            err.print(
+            _say(
                 f"analysed {stats.frames} of {result.report.decoded} decoded frames in {result.seconds:.1f}s "
                 f"({result.report.decoded / max(result.seconds, 1e-9):.0f} fps); detector ran on "
-                f"{stats.detect_fraction:.0%} of analysed frames, {stats.detector_calls} calls", highlight=False)
+                f"{stats.detect_fraction:.0%} of analysed frames, {stats.detector_calls} calls")
         if result.error:
-            err.print(f"[red]error:[/red] {result.error}", highlight=False)
+            _error(result.error)
             raise typer.Exit(1)
 
 
@@ -178,18 +188,17 @@ def run(config: Annotated[Path, typer.Option("--config", "-c", help="YAML config
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         service.start()
-        err.print(f"running {len(service.workers)} camera(s); events in {settings.resolved_database_url}",
-                  highlight=False)
+        _say(f"running {len(service.workers)} camera(s); events in {settings.resolved_database_url}")
         ticks = 0
         while not stop.wait(1.0):
             ticks += 1
             if ticks % 60 == 0:
                 for line in service.status_lines():
                     logging.getLogger("trustcam.run").info(line)
-        err.print("stopping: finishing open events", highlight=False)
+        _say("stopping: finishing open events")
         service.stop()
         for line in service.status_lines():
-            err.print(line, highlight=False)
+            _say(line)
 
 
 @config_app.command("check")
@@ -222,7 +231,7 @@ def _each(specs: list[catalog.ModelSpec], action: Callable[[catalog.ModelSpec], 
         try:
             results.append(action(spec))
         except ModelError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            _error(exc)
             results.append(None)
             failed = True
     if failed:

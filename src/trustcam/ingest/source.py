@@ -19,6 +19,8 @@ from trustcam.ingest.frame import Frame
 
 SourceKind = Literal["rtsp", "http", "file", "usb"]
 
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
 
 class SourceError(Exception):
     """The source cannot be opened or read; the message says which source and what to do."""
@@ -37,23 +39,35 @@ def source_kind(url: str) -> SourceKind:
 
 def redact(url: str) -> str:
     """Hide the password in ``scheme://user:password@host`` so that logs never leak camera credentials."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+    # FFmpeg ends the user:password part at the last '@' before any '/', '?' or '#', so a raw '@' in a password
+    # is allowed: hide everything up to that last '@'.
+    return re.sub(r"(://[^:/?#@]+):[^/?#]*@", r"\1:***@", url)
+
+
+# How much of a live stream FFmpeg reads to learn its codecs before the first frame. FFmpeg's default (5 s for
+# MPEG-TS) makes every (re)connect slow; one second is plenty for a camera's size and codec.
+LIVE_ANALYZE_S = 1.0
 
 
 def ffmpeg_options(url: str, timeout_s: float, rtsp_transport: str = "tcp") -> dict[str, str]:
-    """FFmpeg demuxer options so that a dead camera fails within ``timeout_s`` instead of hanging forever."""
+    """FFmpeg demuxer options so that a dead camera fails within ``timeout_s`` instead of hanging forever.
+
+    ``timeout`` (RTSP) and ``rw_timeout`` (HTTP) are in microseconds and bound each network wait: connect, and
+    every read, so a camera that stops sending fails after ``timeout_s`` of silence.
+    """
     micros = str(int(timeout_s * 1_000_000))
+    analyze = str(int(LIVE_ANALYZE_S * 1_000_000))
     kind = source_kind(url)
     if kind == "rtsp":
-        return {"rtsp_transport": rtsp_transport, "timeout": micros, "fflags": "nobuffer"}
+        return {"rtsp_transport": rtsp_transport, "timeout": micros, "fflags": "nobuffer", "analyzeduration": analyze}
     if kind == "http":
-        return {"rw_timeout": micros, "reconnect": "0"}
+        return {"rw_timeout": micros, "reconnect": "0", "analyzeduration": analyze}
     return {}
 
 
 @dataclass
 class DecodeReport:
-    """What one pass over a source did: frames seen, frames kept, damage found."""
+    """What one pass over a source did: frames seen, frames kept, damage found (most telling problem first)."""
 
     decoded: int = 0
     kept: int = 0
@@ -84,38 +98,75 @@ class VideoSource:
         self.report = DecodeReport()
         self.native_size: tuple[int, int] | None = None
         self.stream_fps: float | None = None
+        self._end_media: float | None = None  # media time where the last decoded frame ends (files)
+        self._bad_run: _BadRun | None = None  # undecodable packets since the last good frame: one problem
+
+    @property
+    def open_timeout_s(self) -> float:
+        """Limit for connecting *and* probing: a live stream is probed by reading ``LIVE_ANALYZE_S`` of it in
+        real time, so this is longer than the silence limit ``timeout_s`` that each read gets."""
+        if self.kind in ("rtsp", "http"):
+            return self.timeout_s + 2 * LIVE_ANALYZE_S
+        return self.timeout_s
 
     def _open(self) -> av.container.InputContainer:
         name = redact(self.url)
-        if self.kind == "file" and not Path(self.url).exists():
-            raise SourceError(f"{name}: file not found; check the path in the camera's 'source'")
+        if self.kind == "file" and not _URL_SCHEME.match(self.url):
+            path = Path(self.url)
+            if not path.exists():
+                raise SourceError(f"{name}: file not found; check the path in the camera's 'source'")
+            if path.is_dir():
+                raise SourceError(f"{name}: is a folder, not a video file; point 'source' at a video")
         if self.kind == "usb" and not Path(self.url).exists():
             raise SourceError(f"{name}: no such video device; is the camera plugged in (ls /dev/video*)?")
         options = ffmpeg_options(self.url, self.timeout_s, self.rtsp_transport)
         fmt = "v4l2" if self.kind == "usb" else None
+        limit = self.open_timeout_s
+        started = time.monotonic()
         try:
-            container = av.open(self.url, mode="r", format=fmt, options=options, timeout=self.timeout_s)
+            container = av.open(self.url, mode="r", format=fmt, options=options, timeout=(limit, self.timeout_s))
         except av.error.FileNotFoundError:
             raise SourceError(f"{name}: not found (server answered 404 or the file is missing)") from None
         except av.error.InvalidDataError:
+            if self.kind == "file":
+                raise SourceError(
+                    f"{name}: not a readable video (damaged, truncated before its index, or not a video); "
+                    "re-export the file"
+                ) from None
+            if time.monotonic() - started >= self.timeout_s:
+                raise SourceError(f"{name}: no answer within {self.timeout_s:g}s; check the address, "
+                                  "network and camera") from None
             raise SourceError(
-                f"{name}: not a readable video (damaged, truncated before its index, or not a video); "
-                "re-export the file or check the camera's stream URL"
+                f"{name}: the answer is not a video stream; check the URL (path, port) and the camera"
             ) from None
-        except av.error.ExitError as exc:
-            raise SourceError(f"{name}: cannot connect ({exc.strerror}); check the address and the camera") from None
+        except (av.error.ExitError, av.error.TimeoutError) as exc:
+            waited = limit if isinstance(exc, av.error.ExitError) else self.timeout_s  # PyAV's or FFmpeg's limit
+            raise SourceError(f"{name}: no answer within {waited:g}s; check the address, network and camera") from None
+        except av.error.ConnectionRefusedError:
+            raise SourceError(
+                f"{name}: connection refused; is the camera (or stream server) on, and is the port right?"
+            ) from None
         except av.error.HTTPUnauthorizedError:
             raise SourceError(f"{name}: the camera refused the credentials; check user and password") from None
         except (av.error.FFmpegError, OSError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise SourceError(f"{name}: cannot open ({reason}); check the address, network and camera") from None
+        if time.monotonic() - started >= limit:
+            # PyAV's timeout cut the probing short; FFmpeg's connection keeps that 'exit' state, so every read
+            # would fail: say why now instead of failing on the first read.
+            container.close()
+            raise SourceError(f"{name}: no usable video within {limit:g}s; check the network and camera")
         if not container.streams.video:
             container.close()
             raise SourceError(f"{name}: has no video stream; point 'source' at a video")
         return container
 
     def frames(self) -> Iterator[Frame]:
-        """Decode until the end of the source; raises :class:`SourceError` when reading fails."""
+        """Decode until the end of the source; raises :class:`SourceError` when reading fails.
+
+        A damaged file is decoded as far as possible: each problem (undecodable or incomplete data, a file that
+        stops before the end its index announces) is added to ``report.errors``; too many raise.
+        """
         container = self._open()
         name = redact(self.url)
         try:
@@ -129,15 +180,19 @@ class VideoSource:
             next_time: float | None = None
             base: float | None = None
             for packet in self._packets(container, stream, name):
+                if packet.is_corrupt and self.kind == "file":
+                    self._damaged(name, f"incomplete or corrupt data{self._at(packet, base)}")
                 try:
                     decoded = packet.decode()
                 except av.error.FFmpegError as exc:
-                    self._damaged(name, f"undecodable packet at {self.report.last_time:.2f}s ({exc.strerror})")
+                    self._undecodable(name, self._position(packet, base), exc.strerror)
                     continue
                 for av_frame in decoded:
+                    self._bad_run = None
                     self.report.decoded += 1
                     t = self._frame_time(av_frame)
                     if self.kind == "file":  # file time counts from the first frame; live time is the clock
+                        self._end_media = t + (1.0 / self.stream_fps if self.stream_fps else 0.0)
                         base = t if base is None else base
                         t -= base
                     self.report.last_time = t
@@ -148,6 +203,8 @@ class VideoSource:
                         next_time = t + step
                     self.report.kept += 1
                     yield Frame(av_frame, self.report.kept - 1, t, self.size)
+            if self.kind == "file":
+                self._check_complete(container, stream)
         finally:
             container.close()
 
@@ -162,6 +219,11 @@ class VideoSource:
                 return
             except av.error.EOFError:
                 return
+            except (av.error.ExitError, av.error.TimeoutError):
+                raise SourceError(
+                    f"{name}: no data for {self.timeout_s:g}s; the camera stopped sending (check its power "
+                    "and network)"
+                ) from None
             except av.error.FFmpegError as exc:
                 if self.kind == "file":
                     self._damaged(name, f"unreadable data after {self.report.last_time:.2f}s ({exc.strerror})")
@@ -178,6 +240,54 @@ class VideoSource:
             return float(av_frame.time)
         return self.report.decoded / (self.stream_fps or 25.0)
 
+    def _position(self, packet: av.Packet, base: float | None) -> float | None:
+        """File time of ``packet`` (as frame times count it); None for live sources or unknown times."""
+        if self.kind != "file":
+            return None
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is None or packet.time_base is None:
+            return None
+        if base is None:
+            start = packet.stream.start_time
+            base = float(start * packet.time_base) if start is not None else 0.0
+        return max(0.0, float(ts * packet.time_base) - base)
+
+    def _at(self, packet: av.Packet, base: float | None) -> str:
+        """' at 12.34s' for error messages; empty for live sources."""
+        t = self._position(packet, base)
+        if t is None:
+            return "" if self.kind != "file" else f" after {self.report.last_time:.2f}s"
+        return f" at {t:.2f}s"
+
+    def _undecodable(self, name: str, t: float | None, reason: str) -> None:
+        """Packets that fail to decode one after another are one damaged stretch, reported once."""
+        run = self._bad_run
+        if run is None:
+            fallback = None if self.kind != "file" else self.report.last_time
+            self._bad_run = _BadRun(t if t is not None else fallback, reason, len(self.report.errors))
+            self._damaged(name, self._bad_run.describe())
+            return
+        run.add(t)
+        self.report.errors[run.slot] = run.describe()
+
+    def _check_complete(self, container: av.container.InputContainer, stream: av.VideoStream) -> None:
+        """A file whose index promises more video than could be read was cut short (an interrupted copy, download
+        or recording). FFmpeg just sees an early end of file, so compare with the index, and put this first:
+        it explains any error at the end."""
+        expected = _indexed_end(container, stream)
+        if expected is None:
+            return
+        interval = 1.0 / self.stream_fps if self.stream_fps else 0.0
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        end = self._end_media if self._end_media is not None else start
+        if end < expected - max(1.0, 3 * interval):
+            self._bad_run = None  # its slot in report.errors moves
+            self.report.errors.insert(
+                0,
+                f"truncated: the video stops at {end - start:.1f}s of {expected - start:.1f}s "
+                "(the file was cut short: an incomplete copy, download or recording)",
+            )
+
     def _damaged(self, name: str, what: str) -> None:
         self.report.errors.append(what)
         if len(self.report.errors) >= self.max_decode_errors:
@@ -185,3 +295,42 @@ class VideoSource:
                 f"{name}: too damaged to read ({len(self.report.errors)} errors, last: {what}); "
                 "frames before the damage were analysed"
             )
+
+
+@dataclass
+class _BadRun:
+    """A stretch of undecodable packets: where it starts and ends (file seconds), how many, and why."""
+
+    first: float | None
+    reason: str
+    slot: int  # its message's index in DecodeReport.errors
+    last: float | None = None
+    packets: int = 1
+
+    def __post_init__(self) -> None:
+        self.last = self.first
+
+    def add(self, t: float | None) -> None:
+        self.packets += 1
+        if t is not None:
+            self.first = t if self.first is None else min(self.first, t)
+            self.last = t if self.last is None else max(self.last, t)
+
+    def describe(self) -> str:
+        if self.packets == 1:
+            where = f" at {self.first:.2f}s" if self.first is not None else ""
+            return f"undecodable packet{where} ({self.reason})"
+        where = f" from {self.first:.2f}s to {self.last:.2f}s" if self.first is not None else ""
+        return f"undecodable data{where}, {self.packets} packets lost ({self.reason})"
+
+
+def _indexed_end(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    """Media time where the video should end according to the file's index; None where the format has no
+    trustworthy one (raw or streamed formats only have estimates)."""
+    formats = set(container.format.name.split(","))
+    if formats & {"mov", "mp4"} and stream.duration and stream.time_base:
+        start = stream.start_time or 0
+        return float((start + stream.duration) * stream.time_base)
+    if "matroska" in formats and len(container.streams) == 1 and container.duration:
+        return ((container.start_time or 0) + container.duration) / 1_000_000
+    return None

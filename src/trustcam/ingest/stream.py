@@ -29,7 +29,8 @@ class Backoff:
     attempt: int = 0
 
     def next_delay(self) -> float:
-        ceiling = min(self.cap_s, self.base_s * (2**self.attempt))
+        # The exponent is bounded: a camera down for days must not overflow the float (2**1100 does).
+        ceiling = min(self.cap_s, self.base_s * (2 ** min(self.attempt, 60)))
         self.attempt += 1
         return max(self.base_s / 2, self.rng.uniform(0, ceiling))
 
@@ -81,6 +82,8 @@ class LiveStream:
         self._stop = threading.Event()
 
     def stop(self) -> None:
+        """Make :meth:`frames` return: at once between frames or while waiting to reconnect; within
+        ``timeout_s`` while blocked on a silent camera (each read gives up after that long)."""
         self._stop.set()
 
     @property
@@ -88,29 +91,44 @@ class LiveStream:
         return self._stop.is_set()
 
     def frames(self) -> Iterator[Frame]:
+        try:
+            yield from self._frames()
+        finally:
+            self.stats.connected = False
+
+    def _frames(self) -> Iterator[Frame]:
         index = 0
+        name = redact(self.url)
         while not self._stop.is_set():
             source = VideoSource(
                 self.url, fps=self.fps, size=self.size, timeout_s=self.timeout_s, rtsp_transport=self.rtsp_transport
             )
             got_frame = False
+            decoded = source.frames()
             try:
-                for frame in source.frames():
+                for frame in decoded:
+                    if self._stop.is_set():
+                        return
                     if not got_frame:
                         got_frame = True
                         self.stats.connected = True
                         self.stats.connects += 1
                         self.backoff.reset()
-                        log.info("%s: connected", redact(self.url))
+                        log.info("%s: connected", name)
                     self.stats.on_frame(time.time())
                     frame.index = index
                     index += 1
                     yield frame
                     if self._stop.is_set():
                         return
-                reason = "stream ended"
+                if source.kind == "file":
+                    reason = f"{name}: end of file; playing it again"
+                else:
+                    reason = f"{name}: the stream ended (the camera or server closed the connection)"
             except SourceError as exc:
                 reason = str(exc)
+            finally:
+                decoded.close()
             self.stats.connected = False
             self.stats.last_error = reason
             if got_frame:

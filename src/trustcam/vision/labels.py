@@ -1,11 +1,11 @@
-"""The 80 COCO class names in model output order (index 0 = person); both bundled detectors use them."""
+"""The 80 COCO 2017 class names in model output order (index 0 = person); both bundled detectors use them."""
 
 COCO_LABELS: tuple[str, ...] = (
     'person',
     'bicycle',
     'car',
-    'motorbike',
-    'aeroplane',
+    'motorcycle',
+    'airplane',
     'bus',
     'train',
     'truck',
@@ -58,12 +58,12 @@ COCO_LABELS: tuple[str, ...] = (
     'donut',
     'cake',
     'chair',
-    'sofa',
-    'pottedplant',
+    'couch',
+    'potted plant',
     'bed',
-    'diningtable',
+    'dining table',
     'toilet',
-    'tvmonitor',
+    'tv',
     'laptop',
     'mouse',
     'remote',

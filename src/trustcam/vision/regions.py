@@ -61,6 +61,8 @@ def _contains(outer: Box, inner: Box) -> bool:
 
 def tiles(frame_w: int, frame_h: int, tile: int, overlap: float = 0.25) -> list[Box]:
     """Overlapping ``tile``-sized squares covering the frame (edge tiles shifted inwards, never padded)."""
+    if not 0 <= overlap < 1:
+        raise ValueError(f"tile overlap must be in [0, 1), got {overlap}")
 
     def starts(length: int) -> list[int]:
         if length <= tile:
