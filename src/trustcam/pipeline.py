@@ -101,8 +101,10 @@ class CameraPipeline:
 
         self._known = {k: v for k, v in self._known.items() if now - v.last_seen <= self.settings.tracker.lost_after_s}
         full_every = self.camera.detect.full_frame_every_s
-        full = (self._last_full is None or motion.recalibrated is not None
-                or (full_every > 0 and now - self._last_full >= full_every))
+        # whole frame plus tiles at start and periodically; after a scene change the whole frame alone, since
+        # motion is blind until the background settles
+        full = self._last_full is None or (full_every > 0 and now - self._last_full >= full_every)
+        whole_only = not full and motion.recalibrated is not None
         targets: list[tuple[float, float, float, float]] = [tuple(map(float, b)) for b in motion.boxes]
         targets += self._unconfirmed  # new objects are looked at again until the tracker confirms them
         carried: list[_Known] = []
@@ -119,6 +121,8 @@ class CameraPipeline:
         if full:
             regions = self.detector.full_frame_regions(frame.width, frame.height)
             self._last_full = now
+        elif whole_only:
+            regions = [(0, 0, frame.width, frame.height)]
         else:
             regions = regions_for(targets, frame.width, frame.height, self.detector.detector.input_size)
 

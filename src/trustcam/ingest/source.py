@@ -127,8 +127,10 @@ class VideoSource:
             container = av.open(self.url, mode="r", format=fmt, options=options, timeout=(limit, self.timeout_s))
         except av.error.FileNotFoundError:
             raise SourceError(f"{name}: not found (server answered 404 or the file is missing)") from None
-        except av.error.InvalidDataError:
-            if self.kind == "file":
+        except PermissionError:
+            raise SourceError(f"{name}: permission denied; check who may read it") from None
+        except (av.error.InvalidDataError, av.error.EOFError):
+            if self.kind == "file":  # EOF: the file ends inside its header or index
                 raise SourceError(
                     f"{name}: not a readable video (damaged, truncated before its index, or not a video); "
                     "re-export the file"
@@ -158,7 +160,8 @@ class VideoSource:
             raise SourceError(f"{name}: no usable video within {limit:g}s; check the network and camera")
         if not container.streams.video:
             container.close()
-            raise SourceError(f"{name}: has no video stream; point 'source' at a video")
+            hint = " (audio only, or the file is damaged)" if self.kind == "file" else ""
+            raise SourceError(f"{name}: has no video stream{hint}; point 'source' at a video")
         return container
 
     def frames(self) -> Iterator[Frame]:

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Backoff:
-    """Exponential backoff with full jitter (AWS style): delay in [0, min(cap, base * 2**n)]."""
+    """Exponential backoff with jitter: delay n is uniform in [base/2, min(cap, base * 2**n)], so cameras that
+    dropped together do not all retry at once, and never retry in a busy loop."""
 
     base_s: float = 0.5
     cap_s: float = 30.0
@@ -32,7 +33,7 @@ class Backoff:
         # The exponent is bounded: a camera down for days must not overflow the float (2**1100 does).
         ceiling = min(self.cap_s, self.base_s * (2 ** min(self.attempt, 60)))
         self.attempt += 1
-        return max(self.base_s / 2, self.rng.uniform(0, ceiling))
+        return self.rng.uniform(min(self.base_s / 2, ceiling), ceiling)
 
     def reset(self) -> None:
         self.attempt = 0

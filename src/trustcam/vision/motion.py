@@ -50,6 +50,7 @@ class MotionDetector:
         self._mask_pixels = 0
         self._brightness: float | None = None
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+        self._speck = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
 
     def reset(self) -> None:
         self._background = None
@@ -78,6 +79,9 @@ class MotionDetector:
             return self._recalibrate(grey, brightness, "brightness_jump", fraction)
         self._brightness = brightness
         cv2.accumulateWeighted(grey, self._background, cfg.alpha)
+        # opening removes specks (sensor noise, edges wobbling with the mount) before blobs are grown and
+        # measured, so ``min_area`` filters real blobs and not dilated noise
+        moving = cv2.morphologyEx(moving, cv2.MORPH_OPEN, self._speck)
         moving = cv2.dilate(moving, self._kernel, iterations=2)
         contours, _ = cv2.findContours(moving, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         min_area = cfg.min_area * w * h

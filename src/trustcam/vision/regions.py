@@ -42,17 +42,20 @@ def cluster_boxes(boxes: list[tuple[float, float, float, float]], max_side: int)
 
 
 def regions_for(boxes: list[tuple[float, float, float, float]], frame_w: int, frame_h: int, model_side: int,
-                max_regions: int = 6) -> list[Box]:
-    """Square detection regions covering ``boxes``; falls back to one whole-frame region when too many."""
+                max_regions: int = 6, max_coverage: float = 0.6) -> list[Box]:
+    """Square detection regions covering ``boxes``; one whole-frame region instead when there would be more
+    than ``max_regions`` or they would add up to more than ``max_coverage`` of the frame (cheaper, same view)."""
     if not boxes:
         return []
     clusters = cluster_boxes(boxes, max_side=int(model_side * 1.5))
     regions = [square_region(c, frame_w, frame_h, model_side) for c in clusters]  # type: ignore[arg-type]
     # drop regions fully inside another
     regions = [r for r in regions if not any(o != r and _contains(o, r) for o in regions)]
-    if len(regions) > max_regions:
+    regions = list(dict.fromkeys(regions))
+    area = sum((r[2] - r[0]) * (r[3] - r[1]) for r in regions)
+    if len(regions) > max_regions or area > max_coverage * frame_w * frame_h:
         return [(0, 0, frame_w, frame_h)]
-    return list(dict.fromkeys(regions))
+    return regions
 
 
 def _contains(outer: Box, inner: Box) -> bool:

@@ -20,11 +20,18 @@ def letterbox(image: np.ndarray, size: int, fill: int) -> tuple[np.ndarray, floa
     h, w = image.shape[:2]
     scale = min(size / h, size / w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
     resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else image
+    if (nw, nh) == (size, size):
+        return np.ascontiguousarray(resized), scale
     canvas = np.full((size, size, 3), fill, np.uint8)
     canvas[:nh, :nw] = resized
     return canvas, scale
+
+
+def chw_float(image: np.ndarray) -> np.ndarray:
+    """HWC uint8 → contiguous CHW float32 (splitting planes first is faster than a strided transpose)."""
+    return np.stack(cv2.split(image)).astype(np.float32)
 
 
 def _grid(size: int, strides: tuple[int, ...], offset: float) -> tuple[np.ndarray, np.ndarray]:
@@ -49,8 +56,7 @@ class YoloxDetector(Detector):
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         canvas, scale = letterbox(image, self.input_size, 114)
-        tensor = canvas.transpose(2, 0, 1)[None].astype(np.float32)
-        return tensor, scale
+        return chw_float(canvas)[None], scale
 
     def postprocess(self, outputs: list[np.ndarray], scale: float, threshold: float) -> Detections:
         out = outputs[0][0]
@@ -81,9 +87,11 @@ class NanodetDetector(Detector):
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         canvas, scale = letterbox(image, self.input_size, 0)
-        # pad with 0 *after* normalising would be -mean/std; the reference pads raw pixels with 0, as here
-        normalised = (canvas.astype(np.float32) - self._mean) * self._inv_std
-        return normalised.transpose(2, 0, 1)[None], scale
+        # the reference pads raw pixels with 0 (so padding is -mean/std after normalising), as here
+        x = chw_float(canvas)
+        x -= self._mean[:, None, None]
+        x *= self._inv_std[:, None, None]
+        return x[None], scale
 
     def postprocess(self, outputs: list[np.ndarray], scale: float, threshold: float) -> Detections:
         # Outputs by position (their names are wrong): cls_8, cls_16, cls_32, reg_8, reg_16, reg_32.
