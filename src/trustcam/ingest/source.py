@@ -146,7 +146,8 @@ class VideoSource:
             raise SourceError(f"{name}: no answer within {waited:g}s; check the address, network and camera") from None
         except av.error.ConnectionRefusedError:
             raise SourceError(
-                f"{name}: connection refused; is the camera (or stream server) on, and is the port right?"
+                f"{name}: cannot connect (Connection refused); is the camera (or stream server) on, and is "
+                "the port right?"
             ) from None
         except av.error.HTTPUnauthorizedError:
             raise SourceError(f"{name}: the camera refused the credentials; check user and password") from None
@@ -223,6 +224,9 @@ class VideoSource:
             except av.error.EOFError:
                 return
             except (av.error.ExitError, av.error.TimeoutError):
+                if self.kind == "file":
+                    raise SourceError(f"{name}: reading stalled for {self.timeout_s:g}s; is its disk or network "
+                                      "share slow or gone?") from None
                 raise SourceError(
                     f"{name}: no data for {self.timeout_s:g}s; the camera stopped sending (check its power "
                     "and network)"
