@@ -83,6 +83,7 @@ class CameraPipeline:
         self._last_full: float | None = None
         self._previous_time: float | None = None
         self._unconfirmed: list[tuple[float, float, float, float]] = []
+        self._quiet: list[tuple[tuple[float, float, float, float], float]] = []
 
     def _setup(self, frame: Frame) -> RuleEngine:
         if self._rules is None:
@@ -105,7 +106,8 @@ class CameraPipeline:
         # motion is blind until the background settles
         full = self._last_full is None or (full_every > 0 and now - self._last_full >= full_every)
         whole_only = not full and motion.recalibrated is not None
-        targets: list[tuple[float, float, float, float]] = [tuple(map(float, b)) for b in motion.boxes]
+        fresh_motion = [b for b in (tuple(map(float, m)) for m in motion.boxes) if not self._quiet_place(b, now)]
+        targets: list[tuple[float, float, float, float]] = list(fresh_motion)
         targets += self._unconfirmed  # new objects are looked at again until the tracker confirms them
         carried: list[_Known] = []
         for known in self._known.values():
@@ -131,11 +133,11 @@ class CameraPipeline:
             self.stats.frames_detected += 1
             calls = self.detector.detector.calls
             start = clock.perf_counter()
-            image = frame.bgr
-            dets = self.detector.detect_full(image) if full else self.detector.detect_regions(image, regions)
+            dets = self.detector.detect_full(frame) if full else self.detector.detect_regions(frame, regions)
             self.stats.detector_seconds += clock.perf_counter() - start
             self.stats.detector_calls += self.detector.detector.calls - calls
             dets = self._filter(dets, frame.width * frame.height)
+            self._remember_quiet(fresh_motion, dets, now)
             for known in self._known.values():
                 if any(_contains(r, known.obj.box) for r in regions):
                     known.last_checked = now
@@ -166,6 +168,19 @@ class CameraPipeline:
         """Finish every open event (end of file, or camera stopping)."""
         self.events.finish_all()
 
+    def _quiet_place(self, box: tuple[float, float, float, float], now: float) -> bool:
+        """True if ``box`` is motion where nothing was found moments ago and it has not grown since."""
+        window = self.camera.detect.empty_motion_recheck_s
+        self._quiet = [(q, t) for q, t in self._quiet if now - t < window]
+        area = _area(box)
+        return any(_intersection(box, q) >= 0.7 * area and area <= 2 * _area(q) for q, _ in self._quiet)
+
+    def _remember_quiet(self, examined: list[tuple[float, float, float, float]], dets: Detections,
+                        now: float) -> None:
+        for box in examined:
+            if not any(_overlaps(box, tuple(map(float, d))) for d in dets.boxes):
+                self._quiet.append((box, now))
+
     @staticmethod
     def _not_tracked(dets: Detections, objects: list[TrackedObject]) -> list[tuple[float, float, float, float]]:
         if len(dets) == 0:
@@ -194,6 +209,14 @@ class CameraPipeline:
                     continue
             keep.append(i)
         return dets.select(keep)
+
+
+def _area(box: tuple[float, ...]) -> float:
+    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+
+
+def _intersection(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    return max(min(a[2], b[2]) - max(a[0], b[0]), 0.0) * max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
 
 
 def _contains(region: Box, box: tuple[float, float, float, float]) -> bool:

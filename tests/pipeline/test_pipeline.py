@@ -147,3 +147,30 @@ def test_second_detector_and_scaled_analysis(person_video: Path, nanodet, tmp_pa
     assert 4 <= len(events) <= 8, [(e.start, e.end) for e in events]
     assert all(e.model_name == "nanodet-m-320" for e in events)
     assert cv2.imread(events[0].snapshot).shape == (360, 640, 3)
+
+
+def test_motion_that_stays_put_and_holds_nothing_is_rechecked_sparingly(person_video: Path, yolox) -> None:
+    # An empty room with a patch of changing noise (a screen, a swaying plant): motion every frame, no object.
+    empty = first_frames(person_video, 1)[0]
+    camera = CameraConfig(source="x", detect={"empty_motion_recheck_s": 1.0, "full_frame_every_s": 0})
+    pipeline = CameraPipeline("office", camera, Settings(), yolox, Bus(), None)
+    detected = []
+    for i in range(50):  # 10 s at 5 fps
+        image = empty.copy()
+        image[30:90, 30:110] = 255 * (i % 2) if i % 4 < 2 else 128  # a flickering screen
+        result = pipeline.process(Frame.from_image(image, i, i * 0.2))
+        detected.append(bool(result.regions))
+    assert sum(detected[1:]) <= 12, detected  # about once a second, not 49 times
+    assert any(detected[5:])  # still re-checked
+
+
+def test_quiet_place_check_can_be_disabled(person_video: Path, yolox) -> None:
+    empty = first_frames(person_video, 1)[0]
+    camera = CameraConfig(source="x", detect={"empty_motion_recheck_s": 0, "full_frame_every_s": 0})
+    pipeline = CameraPipeline("office", camera, Settings(), yolox, Bus(), None)
+    detected = 0
+    for i in range(20):
+        image = empty.copy()
+        image[30:90, 30:110] = 255 * (i % 2) if i % 4 < 2 else 128  # a flickering screen
+        detected += bool(pipeline.process(Frame.from_image(image, i, i * 0.2)).regions)
+    assert detected >= 17

@@ -98,6 +98,11 @@ class DetectConfig(StrictModel):
     stationary_recheck_s: float = Field(
         10.0, gt=0, description="A still object is re-detected this often; between checks it is kept, not re-run."
     )
+    empty_motion_recheck_s: float = Field(
+        1.0, ge=0, le=10,
+        description="Motion that stays in the same place and held no object (swaying plants, a wobbling mount) "
+        "is re-examined at most this often; motion that moves or grows is examined at once (0 = every frame).",
+    )
     full_frame_every_s: float = Field(
         30.0, ge=0, description="Run a full-frame (tiled) detection this often to find still objects (0 = never)."
     )

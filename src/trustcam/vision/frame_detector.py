@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from trustcam.ingest.frame import Frame
 from trustcam.vision.detections import Detections, nms, suppress_contained
 from trustcam.vision.detectors.base import Detector
 from trustcam.vision.regions import Box, needs_tiling, tiles
@@ -42,12 +43,18 @@ class FrameDetector:
         self.tiling = tiling
         self.tile_overlap = tile_overlap
 
-    def detect_regions(self, image: np.ndarray, regions: list[Box], drop_cut: bool = False) -> Detections:
-        h, w = image.shape[:2]
+    def detect_regions(self, image: np.ndarray | Frame, regions: list[Box], drop_cut: bool = False) -> Detections:
+        """Detect in each region; a :class:`Frame` converts only the regions' pixels."""
+        if isinstance(image, Frame):
+            w, h = image.size
+            crop = image.crop
+        else:
+            h, w = image.shape[:2]
+            crop = lambda r: image[r[1] : r[3], r[0] : r[2]]  # noqa: E731
         parts = []
         for region in regions:
-            x1, y1, x2, y2 = region
-            dets = self.detector.detect(image[y1:y2, x1:x2]).shifted(x1, y1)
+            x1, y1, _, _ = region
+            dets = self.detector.detect(crop(region)).shifted(x1, y1)
             if drop_cut:
                 dets = _drop_cut_at_inner_edges(dets, region, w, h)
             parts.append(dets)
@@ -61,7 +68,9 @@ class FrameDetector:
             return [whole]
         return [whole, *tiles(width, height, side, self.tile_overlap)]
 
-    def detect_full(self, image: np.ndarray) -> Detections:
+    def detect_full(self, image: np.ndarray | Frame) -> Detections:
+        if isinstance(image, Frame):
+            image = image.bgr
         h, w = image.shape[:2]
         regions = self.full_frame_regions(w, h)
         whole = self.detector.detect(image)
