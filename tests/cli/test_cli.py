@@ -17,6 +17,21 @@ REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "trustcam.cli"]
 
 
+def run_then_sigterm(config: Path, seconds: float) -> tuple[int, str]:
+    """Start `trustcam run`, check it is still running after ``seconds``, stop it with SIGTERM."""
+    process = subprocess.Popen([*CLI, "run", "--config", str(config)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(seconds)
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return process.returncode, stderr
+
+
 def test_help_lists_commands() -> None:
     out = subprocess.run([*CLI, "--help"], capture_output=True, text=True, timeout=60).stdout
     for command in ("detect", "analyze", "run", "models", "config"):
@@ -56,17 +71,8 @@ def test_run_stores_events_and_stops_cleanly_on_sigterm(person_video: Path, inst
         f"    source: {person_video}\n"
         "    objects: {track: [person]}\n"
     )
-    process = subprocess.Popen([*CLI, "run", "--config", str(config)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(12)  # the file plays at real speed: the first person walks in at ~7 s
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, stderr
+    returncode, stderr = run_then_sigterm(config, 12)  # plays at real speed: someone walks in at ~7 s
+    assert returncode == 0, stderr
     assert "stopping: finishing open events" in stderr
     with sqlite3.connect(tmp_path / "data" / "trustcam.db") as db:
         rows = db.execute("select label, camera, snapshot from events").fetchall()
@@ -97,17 +103,8 @@ def test_run_survives_an_unreachable_camera(installed_models: None, tmp_path: Pa
         "    source: rtsp://admin:hunter2@127.0.0.1:1/stream\n"
         "    timeout_s: 1\n"
     )
-    process = subprocess.Popen([*CLI, "run", "--config", str(config)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(5)
-        assert process.poll() is None  # still running, retrying
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, stderr
+    returncode, stderr = run_then_sigterm(config, 5)  # still running, retrying, when SIGTERM comes
+    assert returncode == 0, stderr
     status = next(line for line in stderr.splitlines() if line.startswith("gate:"))
     assert "disconnected" in status and "Connection refused" in status
     reconnects = int(status.split(" reconnects")[0].rsplit(" ", 1)[1])
