@@ -6,7 +6,7 @@ SHARED ?= $(abspath ../shared)
 export TRUSTCAM_MODEL_SOURCES ?= $(SHARED)/models
 export TRUSTCAM_DATA_DIR ?= $(SHARED)/data
 export TRUSTCAM_HOME ?= $(CURDIR)/var
-APT_PACKAGES := ffmpeg libgl1 libglib2.0-0
+APT_PACKAGES := ffmpeg libgl1 libglib2.0-0 chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test setup system-deps models lint bench clean
@@ -20,7 +20,8 @@ test: setup models
 
 setup: system-deps $(VENV)/.installed
 
-# Debian packages the product and its tests need (ffmpeg for test streams, libGL for OpenCV).
+# Debian packages the product and its tests need (ffmpeg for test streams, libGL for OpenCV, chromium for
+# the browser tests, driven by Playwright at /usr/bin/chromium).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -31,7 +32,7 @@ system-deps:
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,adversarial]'
 	touch $@
 
 # Copies pinned models from TRUSTCAM_MODEL_SOURCES (checking sha256); downloads only if absent there.
