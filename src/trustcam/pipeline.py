@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from trustcam.bus import Bus
-from trustcam.config.schema import CameraConfig, Settings
+from trustcam.config.schema import CameraConfig, ObjectsConfig, Settings
 from trustcam.events.builder import EventBuilder
 from trustcam.events.model import SceneChanged
 from trustcam.ingest.frame import Frame
@@ -76,7 +76,6 @@ class CameraPipeline:
             snapshot_dir=snapshot_dir, lost_after_s=settings.tracker.lost_after_s,
         )
         self.stats = PipelineStats()
-        self._track_ids = {COCO_LABELS.index(label) for label in camera.objects.track}
         self._rules: RuleEngine | None = None
         self._object_mask: np.ndarray | None = None
         self._known: dict[int, _Known] = {}
@@ -191,24 +190,31 @@ class CameraPipeline:
         return [tuple(map(float, b)) for b, o in zip(dets.boxes, overlap, strict=True) if o < 0.3]
 
     def _filter(self, dets: Detections, frame_area: int) -> Detections:
-        if len(dets) == 0:
-            return dets
-        keep = []
-        areas = (dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1]) / frame_area
-        for i, (class_id, score, area, box) in enumerate(zip(dets.class_ids, dets.scores, areas, dets.boxes,
-                                                             strict=True)):
-            if int(class_id) not in self._track_ids:
+        return filter_detections(dets, self.camera.objects, self._object_mask, frame_area)
+
+
+def filter_detections(dets: Detections, objects: ObjectsConfig, object_mask: np.ndarray | None, frame_area: int,
+                      *, min_scores: bool = True) -> Detections:
+    """Keep tracked labels within their size filters, outside the object mask and (``min_scores``) above
+    their ``min_score``. ``trustcam assess`` keeps low scores to draw precision-recall curves."""
+    if len(dets) == 0:
+        return dets
+    tracked = {COCO_LABELS.index(label) for label in objects.track}
+    areas = (dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1]) / frame_area
+    keep = []
+    for i, (class_id, score, area, box) in enumerate(zip(dets.class_ids, dets.scores, areas, dets.boxes, strict=True)):
+        if int(class_id) not in tracked:
+            continue
+        rule = objects.filter_for(COCO_LABELS[int(class_id)])
+        if (min_scores and score < rule.min_score) or not (rule.min_area <= area <= rule.max_area):
+            continue
+        if object_mask is not None:
+            fx = int(min(max((box[0] + box[2]) / 2, 0), object_mask.shape[1] - 1))
+            fy = int(min(max(box[3] - 1, 0), object_mask.shape[0] - 1))
+            if object_mask[fy, fx] == 0:
                 continue
-            rule = self.camera.objects.filter_for(COCO_LABELS[int(class_id)])
-            if score < rule.min_score or not (rule.min_area <= area <= rule.max_area):
-                continue
-            if self._object_mask is not None:
-                fx = int(min(max((box[0] + box[2]) / 2, 0), self._object_mask.shape[1] - 1))
-                fy = int(min(max(box[3] - 1, 0), self._object_mask.shape[0] - 1))
-                if self._object_mask[fy, fx] == 0:
-                    continue
-            keep.append(i)
-        return dets.select(keep)
+        keep.append(i)
+    return dets.select(keep)
 
 
 def _area(box: tuple[float, ...]) -> float:

@@ -298,6 +298,28 @@ class TrackerConfig(StrictModel):
     min_frames: int = Field(2, ge=1, le=30, description="Consecutive detections before a track gets an ID.")
 
 
+class AssessConfig(StrictModel):
+    target_precision: float = Field(
+        0.9, gt=0, le=1, description="`trustcam assess` reports the lowest score threshold reaching this precision."
+    )
+    promote_margin: float = Field(
+        0.02, ge=0, le=1,
+        description="`trustcam models promote` refuses a candidate whose AP50 or recall falls by more than this "
+        "(absolute) on the clean set or any condition.",
+    )
+    severities: list[int] = Field(
+        default_factory=lambda: [1, 2, 3, 4, 5], min_length=1, description="Corruption severities assessed (1..5)."
+    )
+
+    @field_validator("severities")
+    @classmethod
+    def _severity_range(cls, value: list[int]) -> list[int]:
+        bad = [s for s in value if not 1 <= s <= 5]
+        if bad:
+            raise ValueError(f"severities must be between 1 and 5, got {bad}")
+        return sorted(set(value))
+
+
 class Settings(StrictModel):
     data_dir: Path = Field(
         Path("var"), description="Database and snapshots live here (relative to the working directory)."
@@ -307,6 +329,7 @@ class Settings(StrictModel):
     )
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Object detector (all cameras).")
     tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="Multi-object tracking.")
+    assess: AssessConfig = Field(default_factory=AssessConfig, description="Accuracy assessment and model updates.")
     cameras: dict[str, CameraConfig] = Field(default_factory=dict, description="Cameras by name.")
 
     @field_validator("cameras")

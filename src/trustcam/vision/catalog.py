@@ -9,10 +9,11 @@ nothing is ever downloaded at run time.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tempfile
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -69,12 +70,66 @@ CATALOG: dict[str, ModelSpec] = {
 }
 
 
-def get_spec(name: str) -> ModelSpec:
+LOCAL_CATALOG = "local-catalog.json"
+
+
+def local_specs(directory: Path | None = None) -> dict[str, ModelSpec]:
+    """Models promoted on this installation (``trustcam models promote``), pinned like the built-in ones."""
+    path = (directory or paths.model_dir()) / LOCAL_CATALOG
+    if not path.is_file():
+        return {}
     try:
-        return CATALOG[name]
+        entries = json.loads(path.read_text())
+        return {e["name"]: ModelSpec(**e) for e in entries}
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelError(f"{path}: unreadable local catalog ({exc}); restore it or delete it and promote again") \
+            from None
+
+
+def all_specs(directory: Path | None = None) -> dict[str, ModelSpec]:
+    return {**CATALOG, **local_specs(directory)}
+
+
+def get_spec(name: str, directory: Path | None = None) -> ModelSpec:
+    specs = all_specs(directory)
+    try:
+        return specs[name]
     except KeyError:
-        known = ", ".join(sorted(CATALOG))
+        known = ", ".join(sorted(specs))
         raise ModelError(f"unknown model '{name}'; the catalog has: {known}") from None
+
+
+def spec_for_file(path: Path, architecture: str, name: str | None = None) -> ModelSpec:
+    """A spec pinning an arbitrary ONNX file (a candidate model), its input size read from the graph."""
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found")
+    if architecture not in ("yolox", "nanodet"):
+        raise ModelError(f"architecture '{architecture}' is not supported; use yolox or nanodet")
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
+        raise ModelError(f"{path}: not a loadable ONNX model ({exc.__class__.__name__}); check the file") from None
+    shape = session.get_inputs()[0].shape
+    size = shape[-1] if isinstance(shape[-1], int) else 416
+    return ModelSpec(name=name or path.stem, architecture=architecture,  # type: ignore[arg-type]
+                     filename=path.name, sha256=sha256_of(path), size=path.stat().st_size, input_size=int(size),
+                     url=path.resolve().as_uri(), licence="local candidate", source=str(path.resolve()))
+
+
+def register_local(spec: ModelSpec, file: Path, directory: Path | None = None) -> Path:
+    """Install ``file`` under ``spec.name`` and pin it in the local catalog."""
+    if spec.name in CATALOG:
+        raise ModelError(f"'{spec.name}' is a built-in model name; promote the candidate under another name")
+    directory = directory or paths.model_dir()
+    target = spec.path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(file, target)
+    verify(spec, target)
+    entries = {**local_specs(directory), spec.name: spec}
+    (directory / LOCAL_CATALOG).write_text(json.dumps([asdict(e) for e in entries.values()], indent=2) + "\n")
+    return target
 
 
 def sha256_of(path: Path) -> str:

@@ -120,5 +120,10 @@ def load_detector(
     name: str, *, model_dir: Path | None = None, threads: int = 1, score_threshold: float = 0.3
 ) -> Detector:
     """Load catalog model ``name`` after checking its sha256 (raises ModelError if it is absent or altered)."""
-    spec = get_spec(name)
+    spec = get_spec(name, model_dir)
     return _BACKENDS[spec.architecture](spec, spec.path(model_dir), threads, score_threshold)
+
+
+def load_file(spec: ModelSpec, path: Path, *, threads: int = 1, score_threshold: float = 0.3) -> Detector:
+    """Load a model file pinned by ``spec`` (a candidate not yet in the catalog)."""
+    return _BACKENDS[spec.architecture](spec, path, threads, score_threshold)

@@ -1,0 +1,5 @@
+"""``python -m trustcam.cli``."""
+
+from trustcam.cli import app
+
+app()

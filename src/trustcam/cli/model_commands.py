@@ -1,0 +1,202 @@
+"""``trustcam models``: the pinned catalog (list, install, verify) and the update gate (compare, promote)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trustcam import paths
+from trustcam.cli.common import error, user_errors
+from trustcam.vision import catalog
+from trustcam.vision.catalog import ModelError
+
+models_app = typer.Typer(help="Install, verify, compare and promote the pinned model files.", no_args_is_help=True)
+T = TypeVar("T")
+
+
+def _models(names: list[str] | None) -> list[catalog.ModelSpec]:
+    return [catalog.get_spec(n) for n in names] if names else list(catalog.all_specs().values())
+
+
+def _each(specs: list[catalog.ModelSpec], action: Callable[[catalog.ModelSpec], T]) -> list[T | None]:
+    results: list[Any] = []
+    failed = False
+    for spec in specs:
+        try:
+            results.append(action(spec))
+        except ModelError as exc:
+            error(exc)
+            results.append(None)
+            failed = True
+    if failed:
+        raise typer.Exit(1)
+    return results
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Show the catalog and whether each model is installed and intact."""
+    table = Table("name", "architecture", "input", "sha256", "status", "licence")
+    for spec in catalog.all_specs().values():
+        path = spec.path()
+        try:
+            catalog.verify(spec, path)
+            status = "installed, verified"
+        except ModelError:
+            status = "ALTERED" if path.exists() else "not installed"
+        table.add_row(spec.name, spec.architecture, str(spec.input_size), spec.sha256[:16] + "…", status, spec.licence)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    typer.echo(f"model folder: {paths.model_dir()}")
+
+
+@models_app.command("install")
+def models_install(
+    names: Annotated[list[str] | None, typer.Argument(help="Models to install (default: all).")] = None,
+    force: Annotated[bool, typer.Option(help="Reinstall even if present.")] = False,
+    offline: Annotated[bool, typer.Option(help="Never download; local sources only.")] = False,
+) -> None:
+    """Install models from TRUSTCAM_MODEL_SOURCES folders, else from the catalog URL; hashes are checked."""
+    with user_errors():
+        def one(spec: catalog.ModelSpec) -> None:
+            path, origin = catalog.install(spec, force=force, allow_download=not offline)
+            typer.echo(f"{spec.name}: {path} ({origin}), sha256 OK")
+
+        _each(_models(names), one)
+
+
+@models_app.command("verify")
+def models_verify(
+    names: Annotated[list[str] | None, typer.Argument(help="Models to check (default: all).")] = None,
+) -> None:
+    """Re-hash installed models against the catalog; exits 1 if any is missing or altered."""
+    with user_errors():
+        def one(spec: catalog.ModelSpec) -> None:
+            catalog.verify(spec, spec.path())
+            typer.echo(f"{spec.name}: OK ({spec.sha256})")
+
+        _each(_models(names), one)
+
+
+def _detector(ref: str, architecture: str | None, threads: int, threshold: float) -> Any:
+    """A catalog model by name, or an ONNX file (a candidate) with its architecture."""
+    from pathlib import Path
+
+    from trustcam.vision.detectors.onnx_models import load_detector, load_file
+
+    if ref.endswith(".onnx") or Path(ref).is_file():
+        if architecture is None:
+            raise ModelError(f"{ref}: give --architecture yolox or nanodet for a model file")
+        spec = catalog.spec_for_file(Path(ref), architecture)
+        return load_file(spec, Path(ref), threads=threads, score_threshold=threshold)
+    return load_detector(ref, threads=threads, score_threshold=threshold)
+
+
+def _compare(current: str, candidate: str, architecture: str | None, gate_options: dict[str, Any]) -> Any:
+    from trustcam.assess.datasets import load_dataset
+    from trustcam.assess.gate import compare
+    from trustcam.cli.assess_command import options_from, progress_bar
+    from trustcam.cli.common import camera_from, settings_from
+
+    settings = settings_from(gate_options.pop("config"))
+    _, cam = camera_from(settings, gate_options.pop("camera"))
+    data = load_dataset(gate_options.pop("dataset"), gate_options.pop("fmt"))
+    options = options_from(settings, attacks=None, eps="8", attack_images=2, patch_steps=1, labels=None,
+                           **gate_options)
+    cfg = settings.detector
+    base = _detector(current, None, cfg.threads, cfg.score_threshold)
+    cand = _detector(candidate, architecture, cfg.threads, cfg.score_threshold)
+    with progress_bar() as progress:
+        return settings, compare(data, settings, cam, base, cand, options, progress)
+
+
+def _print_comparison(comparison: Any, margin: float, current: str, candidate: str) -> None:
+    table = Table("condition", "metric", current, candidate, "change")
+    bad = set(id(r) for r in comparison.regressions(margin))
+    for row in comparison.rows:
+        delta = row.delta
+        change = "–" if delta is None else f"{delta:+.3f}"
+        if id(row) in bad:
+            change = f"[red]{change} REGRESSION[/red]"
+        fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+        table.add_row(row.condition, row.metric, fmt(row.current), fmt(row.candidate), change)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+GateDataset = Annotated[Any, typer.Option("--dataset", "-d", help="Labelled footage (COCO, YOLO or MOT).")]
+
+
+def _gate_params(dataset: Any, fmt: str | None, config: Any, camera: str | None, conditions: str | None,
+                 severities: str | None, max_images: int | None, seed: int) -> dict[str, Any]:
+    return {"dataset": dataset, "fmt": fmt, "config": config, "camera": camera, "conditions": conditions,
+            "severities": severities, "max_images": max_images, "bootstrap": 0, "seed": seed}
+
+
+@models_app.command("compare")
+def models_compare(
+    current: Annotated[str, typer.Argument(help="Current model (catalog name).")],
+    candidate: Annotated[str, typer.Argument(help="Candidate: catalog name or .onnx file.")],
+    dataset: GateDataset,
+    architecture: Annotated[str | None, typer.Option(help="yolox or nanodet, for a candidate file.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="coco, yolo or mot (default: detected).")] = None,
+    config: Annotated[Any, typer.Option("--config", "-c", help="YAML configuration file.")] = None,
+    camera: Annotated[str | None, typer.Option(help="Camera whose settings apply.")] = None,
+    conditions: Annotated[str | None, typer.Option(help="'all' or a list.")] = "all",
+    severities: Annotated[str | None, typer.Option(help="Severities, e.g. 1,3,5.")] = None,
+    max_images: Annotated[int | None, typer.Option(min=1, help="Only the first N images.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the corruptions.")] = 0,
+) -> None:
+    """Show both models side by side, clean and per condition (AP50 and recall)."""
+    from trustcam.cli.assess_command import assess_errors
+
+    with assess_errors():
+        settings, comparison = _compare(current, candidate, architecture, _gate_params(
+            dataset, fmt, config, camera, conditions, severities, max_images, seed))
+        _print_comparison(comparison, settings.assess.promote_margin, current, candidate)
+
+
+@models_app.command("promote")
+def models_promote(
+    candidate: Annotated[str, typer.Argument(help="Candidate .onnx file.")],
+    name: Annotated[str, typer.Option(help="Name the promoted model gets in the catalog.")],
+    architecture: Annotated[str, typer.Option(help="yolox or nanodet.")],
+    dataset: GateDataset,
+    baseline: Annotated[str | None, typer.Option(help="Model it must not be worse than (default: config's).")]
+    = None,
+    margin: Annotated[float | None, typer.Option(help="Allowed drop (absolute; default: assess.promote_margin).")]
+    = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="coco, yolo or mot (default: detected).")] = None,
+    config: Annotated[Any, typer.Option("--config", "-c", help="YAML configuration file.")] = None,
+    camera: Annotated[str | None, typer.Option(help="Camera whose settings apply.")] = None,
+    conditions: Annotated[str | None, typer.Option(help="'all' or a list.")] = "all",
+    severities: Annotated[str | None, typer.Option(help="Severities, e.g. 1,3,5.")] = None,
+    max_images: Annotated[int | None, typer.Option(min=1, help="Only the first N images.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the corruptions.")] = 0,
+) -> None:
+    """Install a candidate model only if no condition regresses by more than the margin; exits 1 otherwise."""
+    from pathlib import Path
+
+    from trustcam.cli.assess_command import assess_errors
+    from trustcam.cli.common import settings_from
+
+    with assess_errors():
+        base = baseline or settings_from(config).detector.model
+        settings, comparison = _compare(base, candidate, architecture, _gate_params(
+            dataset, fmt, config, camera, conditions, severities, max_images, seed))
+        allowed = settings.assess.promote_margin if margin is None else margin
+        _print_comparison(comparison, allowed, base, candidate)
+        regressions = comparison.regressions(allowed)
+        if regressions:
+            worst = ", ".join(f"{r.condition} {r.metric} {r.current or 0:.3f}→"
+                              f"{'–' if r.candidate is None else f'{r.candidate:.3f}'}" for r in regressions[:6])
+            error(f"refused: {candidate} regresses {len(regressions)} figure(s) by more than {allowed:g} "
+                  f"against {base} ({worst})")
+            raise typer.Exit(1)
+        spec = catalog.spec_for_file(Path(candidate), architecture, name)
+        path = catalog.register_local(spec, Path(candidate))
+        typer.echo(f"promoted {candidate} as '{name}' ({path}, sha256 {spec.sha256}); "
+                   f"use it with detector.model: {name}")
