@@ -94,7 +94,7 @@ class Assessor:
         self.progress = progress or _no_progress
         self.labels = list(options.labels or camera.objects.track)
         self.operating_point = min(camera.objects.filter_for(label).min_score for label in self.labels)
-        samples = list(dataset.samples)
+        samples = sorted(dataset.samples, key=lambda s: s.id)
         if options.max_images is not None and dataset.format != "mot":
             samples = samples[: options.max_images]
         self.samples = samples

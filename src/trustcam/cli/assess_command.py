@@ -57,7 +57,7 @@ def assess_errors() -> Iterator[None]:
 
 def options_from(settings: Any, *, conditions: str | None, severities: str | None, attacks: str | None,
                  eps: str, attack_images: int, patch_steps: int, labels: str | None, max_images: int | None,
-                 bootstrap: int, seed: int) -> Any:
+                 bootstrap: int, seed: int, pgd_steps: int = 10) -> Any:
     from trustcam.assess.conditions import parse_conditions
     from trustcam.assess.runner import AssessOptions
 
@@ -70,7 +70,8 @@ def options_from(settings: Any, *, conditions: str | None, severities: str | Non
         raise typer.BadParameter(f"--severities: each must be 1..5, got {severities}")
     return AssessOptions(
         conditions=parse_conditions(conditions), severities=sev, attacks=chosen_attacks,
-        eps=parse_list(eps, float, "--eps"), attack_images=attack_images, patch_steps=patch_steps,
+        eps=parse_list(eps, float, "--eps"), pgd_steps=pgd_steps, attack_images=attack_images,
+        patch_steps=patch_steps,
         labels=parse_list(labels, str, "--labels") or None, target_precision=settings.assess.target_precision,
         bootstrap=bootstrap, seed=seed, max_images=max_images,
     )
@@ -103,6 +104,7 @@ def assess(
     attacks: AttacksOption = None,
     eps: EpsOption = "2,4,8",
     attack_images: AttackImagesOption = 24,
+    pgd_steps: Annotated[int, typer.Option(min=1, help="PGD iterations per image.")] = 10,
     patch_steps: PatchStepsOption = 200,
     labels: LabelsOption = None,
     max_images: MaxImagesOption = None,
@@ -125,7 +127,7 @@ def assess(
         _, cam = camera_from(settings, camera)
         options = options_from(settings, conditions=conditions, severities=severities, attacks=attacks, eps=eps,
                                attack_images=attack_images, patch_steps=patch_steps, labels=labels,
-                               max_images=max_images, bootstrap=bootstrap, seed=seed)
+                               max_images=max_images, bootstrap=bootstrap, seed=seed, pgd_steps=pgd_steps)
         if options.attacks:
             from trustcam.assess.adversarial import AttackUnavailable, torch_available
 
