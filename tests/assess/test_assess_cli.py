@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vision"))
-import coco128  # noqa: E402
+import coco128
 
-from trustcam.vision.detectors import load_detector  # noqa: E402
-from trustcam.vision.frame_detector import FrameDetector  # noqa: E402
+from trustcam.vision.detectors import load_detector
+from trustcam.vision.frame_detector import FrameDetector
 
 CLI = [sys.executable, "-m", "trustcam.cli"]
 IMAGES = 48

@@ -17,20 +17,22 @@ import cv2
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from trustcam.assess.runner import Assessment  # noqa: E402
+from trustcam.assess.runner import Assessment
 
 _CSS = """
 body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#1d2228;padding:0 1rem}
 h1{font-size:1.6rem;margin-bottom:.2rem} h2{margin-top:2.2rem;border-bottom:1px solid #d0d5db;padding-bottom:.2rem}
-table{border-collapse:collapse;margin:.6rem 0} th,td{padding:.3rem .7rem;border-bottom:1px solid #e3e6ea;text-align:right}
+table{border-collapse:collapse;margin:.6rem 0}
+th,td{padding:.3rem .7rem;border-bottom:1px solid #e3e6ea;text-align:right}
 th:first-child,td:first-child{text-align:left} th{background:#f4f6f8}
 .muted{color:#5c6670;font-size:.9rem} .bad{color:#b00020;font-weight:600} .good{color:#1b7a35;font-weight:600}
 img.plot{max-width:100%;border:1px solid #e3e6ea;margin:.5rem 0}
 .thumbs{display:flex;flex-wrap:wrap;gap:.6rem} .thumbs figure{margin:0;font-size:.8rem;max-width:220px}
-.cards{display:flex;gap:1rem;flex-wrap:wrap} .card{background:#f4f6f8;border-radius:8px;padding:.8rem 1.1rem;min-width:9rem}
+.cards{display:flex;gap:1rem;flex-wrap:wrap}
+.card{background:#f4f6f8;border-radius:8px;padding:.8rem 1.1rem;min-width:9rem}
 .card b{display:block;font-size:1.5rem}
 """
 
@@ -179,7 +181,8 @@ def render_html(assessment: Assessment) -> str:
         for name, r in sorted(m["conditions"].items(), key=lambda kv: kv[1].get("recall") or 0):
             worst = min(r["severities"].values(), key=lambda v: v["recall"] or 0)
             rows.append([f"{html.escape(name)}<br><span class='muted'>{html.escape(r['description'])}</span>",
-                         _fmt(r.get("recall")), _fmt(worst.get("recall")), _fmt(r.get("precision")), _fmt(r.get("ap50"))])
+                         _fmt(r.get("recall")), _fmt(worst.get("recall")), _fmt(r.get("precision")),
+                         _fmt(r.get("ap50"))])
         parts.append(_table(["condition", "recall (mean)", "recall (worst severity)", "precision", "AP50"], rows))
         parts.append(f"<img class='plot' alt='recall per condition' src='{_conditions_plot(m)}'>")
 
