@@ -46,8 +46,9 @@ def test_metrics_json_has_the_documented_keys(report: Path) -> None:
     assert lo <= m["overall"]["recall"] <= hi
 
 
-def test_figures_match_an_independent_computation(report: Path, coco_root: Path) -> None:
+def test_figures_match_an_independent_computation(report: Path, data_dir: Path) -> None:
     """Recall and precision recomputed here with the test suite's own matcher on the same images."""
+    coco_root = data_dir / "coco128-train"
     m = json.loads((report / "metrics.json").read_text())
     detector = FrameDetector(load_detector("yolox-nano"), "auto")
     samples = sorted(coco128.samples(coco_root), key=lambda s: s.image_path.relative_to(coco_root / "images"))

@@ -205,11 +205,13 @@ def _load_yolo(root: Path) -> Dataset:
         truth = (_read_yolo_labels(label_path, width, height, names, names_file) if label_path.is_file()
                  else GroundTruth.empty())  # no label file: a true negative, nothing to find
         samples.append(Sample(image_path.relative_to(root).as_posix(), image_path, truth))
-    warnings = tuple(
-        f"{p}: label file has no image (skipped)"
-        for p in sorted(labels_dir.rglob("*.txt"))
-        if p.relative_to(labels_dir).with_suffix("") not in stems and p.name != "classes.txt"
-    )
+    label_files = [p for p in sorted(labels_dir.rglob("*.txt")) if p.name != "classes.txt"]
+    orphans = [p for p in label_files if p.relative_to(labels_dir).with_suffix("") not in stems]
+    if label_files and len(orphans) == len(label_files):
+        # every image would pass as a true negative: a layout mistake, not a dataset without objects
+        raise DatasetError(f"{labels_dir}: no label file matches an image (e.g. {orphans[0]}); labels/ must mirror "
+                           "images/ (images/a/b.jpg <-> labels/a/b.txt)")
+    warnings = tuple(f"{p}: label file has no image (skipped)" for p in orphans)
     return Dataset(root.name, "yolo", root, tuple(samples), {}, warnings)
 
 
@@ -219,7 +221,7 @@ def _yolo_names(root: Path) -> tuple[list[str], str]:
         if not candidate.is_file():
             continue
         try:
-            config = yaml.safe_load(candidate.read_text())
+            config = yaml.safe_load(candidate.read_text(encoding="utf-8-sig"))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise DatasetError(f"{candidate}: not valid YAML ({exc}); fix the file or remove it to use COCO-80 "
                                "class order") from exc
@@ -242,7 +244,8 @@ def _yolo_names(root: Path) -> tuple[list[str], str]:
                            f"{type(names).__name__}; write `names: [person, car]`")
     for candidate in (root / "classes.txt", root / "labels" / "classes.txt"):
         if candidate.is_file():
-            return [to_coco_label(n.strip()) for n in candidate.read_text().splitlines() if n.strip()], str(candidate)
+            lines = candidate.read_text(encoding="utf-8-sig").splitlines()
+            return [to_coco_label(n.strip()) for n in lines if n.strip()], str(candidate)
     return list(COCO_LABELS), "COCO-80 order (no data.yaml/config.yaml names:)"
 
 
@@ -264,7 +267,7 @@ def _read_yolo_labels(path: Path, width: int, height: int, names: list[str], nam
     boxes: list[list[float]] = []
     labels: list[str] = []
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: cannot read the label file ({exc}); it must be UTF-8 text") from exc
     for number, line in enumerate(text.splitlines(), start=1):
@@ -321,7 +324,7 @@ def _load_coco(path: Path) -> Dataset:
         json_path = path
         root = path.parent.parent if path.parent.name == "annotations" else path.parent
     try:
-        data = json.loads(json_path.read_text())
+        data = json.loads(json_path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DatasetError(f"{json_path}: not a readable JSON file ({exc}); fix or re-export it") from exc
     if not isinstance(data, dict):
@@ -479,7 +482,7 @@ def _read_seqinfo(folder: Path) -> tuple[float, Path]:
         return MOT_DEFAULT_FPS, folder / "img1"
     parser = configparser.ConfigParser()
     try:
-        parser.read_string(ini.read_text())
+        parser.read_string(ini.read_text(encoding="utf-8-sig"))
     except (configparser.Error, UnicodeDecodeError) as exc:
         raise DatasetError(f"{ini}: not a valid INI file ({exc}); it needs a [Sequence] section") from exc
     section = parser["Sequence"] if parser.has_section("Sequence") else {}
@@ -504,7 +507,7 @@ def _read_mot_gt(path: Path, min_visibility: float) -> dict[int, list[tuple[int,
     per_frame: dict[int, list[tuple[int, list[float], str, bool]]] = {}
     seen: dict[tuple[int, int], int] = {}
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: cannot read ({exc}); it must be CSV text") from exc
     for number, line in enumerate(text.splitlines(), start=1):

@@ -180,7 +180,8 @@ def render_html(assessment: Assessment) -> str:
         rows = []
         for name, r in sorted(m["conditions"].items(), key=lambda kv: kv[1].get("recall") or 0):
             worst = min(r["severities"].values(), key=lambda v: v["recall"] or 0)
-            rows.append([f"{html.escape(name)}<br><span class='muted'>{html.escape(r['description'])}</span>",
+            about = r["description"].removeprefix(f"{name}: ")
+            rows.append([f"{html.escape(name)}<br><span class='muted'>{html.escape(about)}</span>",
                          _fmt(r.get("recall")), _fmt(worst.get("recall")), _fmt(r.get("precision")),
                          _fmt(r.get("ap50"))])
         parts.append(_table(["condition", "recall (mean)", "recall (worst severity)", "precision", "AP50"], rows))
