@@ -7,11 +7,15 @@ glare source sits) come from ``seed``. mPC is the mean performance over conditio
 mPC divided by the clean performance.
 
 Every corruption maps a BGR uint8 image to a BGR uint8 image of the same height and width, so ground-truth
-boxes stay valid, and is deterministic for a given seed. albumentations supplies the effects it models well
-(rain streaks, motion-blur kernels, JPEG, down-scaling); the rest are written here, either because
-albumentations has no physical model of them (sensor noise in low light, IR night vision, falling snow,
-H.264) or because its version is too slow for a benchmark loop (RandomFog ~75 ms, RandomSunFlare 13-25 ms,
-Defocus ~12 ms per 640x480 image; the versions here take a few ms).
+boxes stay valid, and is deterministic for a given seed. Pixel lengths (blur, streaks, flakes) are set for
+640x480 and scale with the image diagonal, so a severity is the same degradation at any resolution.
+
+albumentations supplies the effects it models well (rain-streak rendering, motion-blur kernels, JPEG,
+down-scaling). The rest are written here: albumentations has no model of sensor noise in low light, IR night
+vision or H.264, and its RandomSnow brightens the scene instead of drawing flakes; its RandomFog (~75 ms per
+640x480 image: it blends hundreds of white discs), RandomSunFlare (13-25 ms) and Defocus (~12 ms: a DFT
+convolution) are too slow for a benchmark loop. Everything but H.264 (~4-8 ms) takes 0.3-3 ms per 640x480
+image on one core (``python bench/assess.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from statistics import NormalDist
 from typing import Any
 
 import albumentations as A
+import albumentations.augmentations.pixel.functional as fpixel
 import av
 import cv2
 import numpy as np
@@ -48,75 +53,134 @@ _TO_LINEAR = ((np.arange(256, dtype=np.float32) / 255.0) ** _GAMMA).astype(np.fl
 _GAUSS = np.array([NormalDist().inv_cdf((i + 0.5) / 256) for i in range(256)], np.float32)
 
 
-def _gauss(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Standard-normal float32 noise of ``shape``."""
+# Per-thread scratch arrays, reused from call to call and across image sizes. Each fresh image-sized float array
+# costs its page faults (~3,500 a call, 5 ms on a 640x480 image in a VM: more than the arithmetic); reuse pays
+# them once. (OpenCV writes into a ``dst`` of the right shape and type; results are always taken from the return
+# value, so a mismatch would cost speed, never correctness.)
+_LOCAL = threading.local()
+# about 40 MB a thread once every condition has run on 640x480 images, 270 MB at 1080p; larger images allocate
+# afresh rather than pin more
+_MAX_SCRATCH = 1920 * 1088 * 3
+
+
+def _buf(name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+    """Scratch array ``name`` of ``shape`` (contents undefined), valid until the next request for ``name`` in
+    this thread: a view of a per-thread block that grows to the largest size asked."""
+    size = math.prod(shape)
+    if size > _MAX_SCRATCH:
+        return np.empty(shape, dtype)
+    blocks: dict[str, np.ndarray] = _LOCAL.__dict__.setdefault("buffers", {})
+    block = blocks.get(name)
+    if block is None or block.size < size or block.dtype != dtype:
+        block = blocks[name] = np.empty(size, dtype)
+    return block[:size].reshape(shape)
+
+
+def _gauss(rng: np.random.Generator, shape: tuple[int, ...], name: str = "gauss") -> np.ndarray:
+    """Standard-normal float32 noise of ``shape`` (a scratch array)."""
     raw = np.frombuffer(rng.bytes(math.prod(shape)), np.uint8).reshape(shape)
-    return cv2.LUT(raw, _GAUSS)
+    return cv2.LUT(raw, _GAUSS, dst=_buf(name, shape))
 
 
 def _to_srgb_u8(linear: np.ndarray) -> np.ndarray:
-    """Linear light (0..1, float32) back to 8-bit sRGB-ish values."""
-    np.clip(linear, 0.0, 1.0, out=linear)
-    return cv2.convertScaleAbs(cv2.pow(linear, 1.0 / _GAMMA), alpha=255.0)
+    """Linear light (0..1, float32; overwritten) back to 8-bit sRGB-ish values."""
+    np.clip(linear, 1e-6, 1.0, out=linear)  # exact zeros send cv2.pow down a path 15x slower
+    linear = cv2.pow(linear, 1.0 / _GAMMA, dst=linear)
+    return cv2.convertScaleAbs(linear, alpha=255.0)
+
+
+def _scale(image: np.ndarray) -> float:
+    """Pixel lengths (blur, flakes, streaks) are set for 640x480 and scale with the image diagonal, so a
+    severity means the same degradation at any resolution."""
+    return math.hypot(*image.shape[:2]) / 800.0
+
+
+def _odd(value: float, least: int = 3) -> int:
+    return max(least, 2 * round((value - 1) / 2) + 1)
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, octaves: int = 4) -> np.ndarray:
-    """Fractal low-frequency noise in about [-1, 1] (float32, h x w): patchy fog, uneven snowfall."""
-    out = np.zeros((h, w), np.float32)
+    """Fractal low-frequency noise in about [-1, 1] (float32, h x w, a scratch array): patchy fog. Built at
+    1/4 resolution (it has no fine detail) and scaled up once."""
+    hs, ws = max(1, h // 4), max(1, w // 4)
+    out = np.zeros((hs, ws), np.float32)
     amp, total = 1.0, 0.0
     for octave in range(octaves):
         cells = 3 * 2**octave
         grid = rng.random((cells, cells), dtype=np.float32) * 2.0 - 1.0
-        out += amp * cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
+        out += np.float32(amp) * cv2.resize(grid, (ws, hs), interpolation=cv2.INTER_CUBIC)
         total += amp
         amp *= 0.5
-    return out / total
+    out *= np.float32(1 / total)
+    return cv2.resize(out, (w, h), dst=_buf("smooth", (h, w)), interpolation=cv2.INTER_LINEAR)
 
 
-def _convolve(image: np.ndarray, kernel: np.ndarray, block: int = 9) -> np.ndarray:
-    """Correlate ``image`` with a (sparse) kernel, fast for large kernels.
+def _convolve(image: np.ndarray, kernel: np.ndarray, block: int = 11) -> np.ndarray:
+    """Correlate ``image`` with a sparse, non-negative, normalised kernel (a motion-blur line), fast.
 
-    OpenCV switches filter2D to a DFT for kernels of 11x11 and more (~12 ms on 640x480), although a
-    motion-blur line has only a few non-zero taps. Splitting the kernel into ``block``-sized tiles keeps
-    every filter2D call on the direct path, which skips zero taps; the tile results are shifted and summed.
+    OpenCV's filter2D switches to a DFT for kernels over 11x11 (~12 ms on 640x480) although a line has only
+    a few non-zero taps, which the direct path skips. So the kernel is cut into ``block``-sized tiles, each
+    tile filtered directly (uint8 to int16, weights x64: 6 fractional bits, no float copy of the image) and
+    the results summed at their offsets (1-2 ms for a 33-px line).
     """
     k = kernel.shape[0]
     if k <= block:
         return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
-    c = k // 2
+    c, cb = k // 2, block // 2
     h, w = image.shape[:2]
-    padded = cv2.copyMakeBorder(image, c, c, c, c, cv2.BORDER_REFLECT_101)
-    acc = np.zeros(image.shape, np.float32)
-    cb = block // 2
+    # the last row/column of tiles overhangs the kernel (zero taps): pad for it so every slice is in range
+    pad_shape = (h + 2 * c + block, w + 2 * c + block, *image.shape[2:])
+    padded = cv2.copyMakeBorder(image, c, c + block, c, c + block, cv2.BORDER_REFLECT_101,
+                                dst=_buf("conv_padded", pad_shape, np.uint8))
+    weights = kernel * np.float32(64.0)
+    acc: np.ndarray | None = None
+    out = _buf("conv_tile", pad_shape, np.int16)
     for oy in range(0, k, block):
         for ox in range(0, k, block):
-            tile = np.zeros((block, block), np.float32)
-            part = kernel[oy : oy + block, ox : ox + block]
+            part = weights[oy : oy + block, ox : ox + block]
             if not part.any():
                 continue
+            tile = np.zeros((block, block), np.float32)
             tile[: part.shape[0], : part.shape[1]] = part
-            out = cv2.filter2D(padded, cv2.CV_32F, tile, borderType=cv2.BORDER_REFLECT_101)
-            sy, sx = c + oy + cb - c, c + ox + cb - c
-            acc += out[sy : sy + h, sx : sx + w]
-    return cv2.convertScaleAbs(acc)
+            out = cv2.filter2D(padded, cv2.CV_16S, tile, dst=out, borderType=cv2.BORDER_REFLECT_101)
+            # tile result at (y, x) = its taps centred on (y, x); the kernel wants them at (y + oy + cb - c, ...),
+            # and the padding adds c
+            shifted = out[oy + cb : oy + cb + h, ox + cb : ox + cb + w]
+            if acc is None:
+                acc = _buf("conv_acc", image.shape, np.int16)
+                np.copyto(acc, shifted)
+            else:
+                acc = cv2.add(acc, shifted, dst=acc)
+    assert acc is not None, "empty kernel"
+    return cv2.convertScaleAbs(acc, alpha=1 / 64)
+
+
+def _mix(image: np.ndarray, alpha: np.ndarray, color: float) -> np.ndarray:
+    """``image`` blended towards the grey level ``color`` by a per-pixel ``alpha`` (H x W or H x W x 3)."""
+    shape = image.shape
+    img = _buf("mix_img", shape)
+    img[...] = image
+    if alpha.ndim == 2:  # numpy broadcasting of an (H, W, 1) array is 3x slower than a merged copy
+        alpha = cv2.merge([alpha, alpha, alpha], dst=_buf("mix_alpha", shape))
+    diff = np.subtract(np.float32(color), img, out=_buf("mix_diff", shape))
+    diff *= alpha
+    img += diff
+    return cv2.convertScaleAbs(img)
 
 
 def _haze(image: np.ndarray, transmission: np.ndarray | float, airlight: float) -> np.ndarray:
-    """Koschmieder's law I = J t + A (1 - t): light scattered by fog, rain or snow veils the scene."""
-    img = image.astype(np.float32)
+    """Koschmieder's law I = J t + A (1 - t): light scattered by fog, rain or snow veils the scene. An array
+    ``transmission`` is overwritten."""
     if isinstance(transmission, np.ndarray):
-        t = transmission[..., None]
-        return cv2.convertScaleAbs(img * t + (airlight * 255.0) * (1.0 - t))
-    return cv2.convertScaleAbs(img, alpha=transmission, beta=airlight * 255.0 * (1.0 - transmission))
+        np.subtract(np.float32(1.0), transmission, out=transmission)
+        return _mix(image, transmission, airlight * 255.0)
+    return cv2.convertScaleAbs(image, alpha=transmission, beta=airlight * 255.0 * (1.0 - transmission))
 
 
-# albumentations transforms are built once per (condition, severity) and per thread: re-seeding a shared
-# instance from two threads at once would mix their random states
-_LOCAL = threading.local()
-
-
-def _albu(key: tuple[str, int], build: Callable[[], A.BasicTransform], image: np.ndarray, seed: int) -> np.ndarray:
-    cache: dict[tuple[str, int], A.Compose] = _LOCAL.__dict__.setdefault("transforms", {})
+def _albu(key: tuple[Any, ...], build: Callable[[], A.BasicTransform], image: np.ndarray, seed: int) -> np.ndarray:
+    """Apply the transform ``build`` makes, seeded. It is built once per ``key`` (which must name every
+    parameter) and per thread: re-seeding one instance from two threads at once would mix their states."""
+    cache: dict[tuple[Any, ...], A.Compose] = _LOCAL.__dict__.setdefault("transforms", {})
     compose = cache.get(key)
     if compose is None:
         compose = cache[key] = A.Compose([build()], seed=seed)
@@ -141,10 +205,14 @@ def _low_light(image: np.ndarray, level: _LowLight, seed: int, key: tuple[str, i
     """Poisson-Gaussian sensor model in linear light: shot noise grows as sqrt(signal), read noise is fixed,
     then the auto-gain amplifies both."""
     rng = np.random.default_rng(seed)
-    signal = cv2.LUT(image, _TO_LINEAR) * np.float32(level.electrons)
-    sigma = cv2.sqrt(signal + np.float32(_READ_NOISE_E**2))
-    noisy = signal + sigma * _gauss(rng, image.shape)
-    return _to_srgb_u8(noisy * np.float32(level.brightness / level.electrons))
+    signal = cv2.LUT(image, _TO_LINEAR, dst=_buf("signal", image.shape))
+    signal *= np.float32(level.electrons)
+    sigma = np.add(signal, np.float32(_READ_NOISE_E**2), out=_buf("sigma", image.shape))
+    sigma = cv2.sqrt(sigma, dst=sigma)
+    sigma *= _gauss(rng, image.shape)
+    signal += sigma
+    signal *= np.float32(level.brightness / level.electrons)
+    return _to_srgb_u8(signal)
 
 
 @dataclass(frozen=True)
@@ -152,22 +220,23 @@ class _IrNight:
     contrast: float  # scene contrast kept: IR reflectance flattens what colour separated
     vignette: float  # fall-off of the IR illuminator towards the corners (0: even lighting)
     noise: float  # sensor noise sigma, grey levels
-    blur: float  # Gaussian sigma, pixels: lenses focused for visible light are soft in near-IR
+    blur: float  # Gaussian sigma, px at 640x480: lenses focused for visible light are soft in near-IR
 
 
 def _ir_night(image: np.ndarray, level: _IrNight, seed: int, key: tuple[str, int]) -> np.ndarray:
+    """What a day/night camera shows with its IR-cut filter out and its IR LEDs on: one grey channel."""
     rng = np.random.default_rng(seed)
     h, w = image.shape[:2]
     # near-IR reflectance follows red more than blue (foliage and skin come out bright)
     grey = cv2.transform(image, np.array([[0.15, 0.3, 0.55]], np.float32)).astype(np.float32)
-    grey = cv2.GaussianBlur(grey, (0, 0), level.blur)
+    grey = cv2.GaussianBlur(grey, (0, 0), level.blur * _scale(image))
     mean = float(grey.mean())
     grey = (grey - mean) * np.float32(level.contrast) + np.float32(mean)
     ys = (np.arange(h, dtype=np.float32) - (h - 1) / 2) / (h / 2)
     xs = (np.arange(w, dtype=np.float32) - (w - 1) / 2) / (w / 2)
     radius2 = (ys[:, None] ** 2 + xs[None, :] ** 2) / 2.0  # 0 in the centre, 1 in the corners
     grey *= np.float32(1.0) - np.float32(level.vignette) * radius2
-    grey += _gauss(rng, (h, w)) * np.float32(level.noise)
+    grey += _gauss(rng, (h, w), "gauss_grey") * np.float32(level.noise)
     return cv2.cvtColor(cv2.convertScaleAbs(grey), cv2.COLOR_GRAY2BGR)
 
 
@@ -181,28 +250,35 @@ def _fog(image: np.ndarray, level: _Fog, seed: int, key: tuple[str, int]) -> np.
     """Koschmieder haze whose density varies smoothly over the frame (fog comes in banks)."""
     rng = np.random.default_rng(seed)
     h, w = image.shape[:2]
-    density = 1.0 + 0.35 * _smooth_noise(rng, h, w)
+    density = _smooth_noise(rng, h, w)  # optical depth beta * d, d = 1 +- 35 %
     beta = -math.log(level.visibility)
-    return _haze(image, cv2.exp(density * np.float32(-beta)), level.airlight)
+    density *= np.float32(-0.35 * beta)
+    density -= np.float32(beta)
+    return _haze(image, cv2.exp(density, dst=density), level.airlight)
 
 
 @dataclass(frozen=True)
 class _Rain:
-    rain_type: str  # albumentations' drop count: drizzle h/4, default h/3, heavy h, torrential 2h streaks
-    drop_width: int
-    blur: int  # box blur of the streaks (out-of-focus drops close to the lens)
+    streaks: float  # rain streaks per image column (each ~1/10 of the image high): density, whatever the size
+    drop_width: int  # streak width, px at 640x480
+    blur: int  # box blur of the streaks, px at 640x480 (drops close to the lens are out of focus)
     brightness: float  # overcast dimming
     transmission: float  # rain haze: heavy rain scatters light like a thin fog
 
 
 def _rain(image: np.ndarray, level: _Rain, seed: int, key: tuple[str, int]) -> np.ndarray:
-    h = image.shape[0]
-    # streak count is per image height in albumentations: scale it by the aspect ratio so a wide frame is as
-    # rainy as a square one
-    streaks = _albu(key, lambda: A.RandomRain(slant_range=(-8, 8), drop_length=max(4, h // 10),
-                                              drop_width=level.drop_width, drop_color=(200, 200, 200),
-                                              blur_value=level.blur, brightness_coefficient=level.brightness,
-                                              rain_type=level.rain_type, p=1.0), image, seed)
+    """albumentations' rain rendering (grey streaks, blurred, added; the scene dimmed) with the streak count
+    set per image width: RandomRain's count follows the height only, so wide frames would get sparser rain."""
+    rng = np.random.default_rng(seed)
+    h, w = image.shape[:2]
+    s = _scale(image)
+    length = max(2, h // 10)
+    count = max(1, round(level.streaks * w))
+    drops = np.stack([rng.integers(0, w, count), rng.integers(0, max(1, h - length), count)], 1).astype(np.int32)
+    streaks = fpixel.add_rain(image, slant=float(rng.uniform(-0.15, 0.15) * length), drop_length=length,
+                              drop_width=max(1, round(level.drop_width * s)), drop_color=(200, 200, 200),
+                              blur_value=max(1, round(level.blur * s)), brightness_coefficient=level.brightness,
+                              rain_drops=drops)
     return _haze(streaks, level.transmission, 0.75)
 
 
@@ -210,7 +286,7 @@ def _rain(image: np.ndarray, level: _Rain, seed: int, key: tuple[str, int]) -> n
 class _Snow:
     flakes: float  # share of pixels that start a small (far) flake
     big_flakes: float  # share of quarter-resolution cells that start a large, out-of-focus near flake
-    fall: int  # vertical streak length of falling flakes during the exposure, pixels
+    fall: int  # vertical streak length of falling flakes during the exposure, px at 640x480
     transmission: float  # snowfall haze
 
 
@@ -218,16 +294,22 @@ def _snow(image: np.ndarray, level: _Snow, seed: int, key: tuple[str, int]) -> n
     """Two layers of flakes (small far ones, large blurred near ones) smeared by their fall, over a haze."""
     rng = np.random.default_rng(seed)
     h, w = image.shape[:2]
-    small = (rng.random((h, w), dtype=np.float32) < level.flakes).astype(np.float32)
-    small = cv2.GaussianBlur(small, (0, 0), 0.8) * np.float32(4.0)
-    hq, wq = max(1, h // 4), max(1, w // 4)
-    big = (rng.random((hq, wq), dtype=np.float32) < level.big_flakes).astype(np.float32)
-    big = cv2.GaussianBlur(cv2.resize(big, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0), 2.0) * np.float32(5.0)
-    alpha = cv2.blur(small + big, (1, level.fall))
+    s = _scale(image)
+    # small flakes: single pixels at 640x480, a few pixels wide after the blur; drawn at 640x480 density
+    hs, ws = max(1, round(h / s)), max(1, round(w / s))
+    small = rng.random((hs, ws), dtype=np.float32, out=_buf("snow_random", (hs, ws)))
+    _, small = cv2.threshold(small, level.flakes, 4.0, cv2.THRESH_BINARY_INV, dst=small)  # 4: a flake starts
+    small = cv2.GaussianBlur(small, (0, 0), 0.8, dst=small)
+    if (hs, ws) != (h, w):
+        small = cv2.resize(small, (w, h), dst=_buf("snow_small", (h, w)), interpolation=cv2.INTER_LINEAR)
+    hq, wq = max(1, round(h / (4 * s))), max(1, round(w / (4 * s)))
+    big = (rng.random((hq, wq), dtype=np.float32) < level.big_flakes).astype(np.float32) * np.float32(5.0)
+    big = cv2.resize(big, (w, h), dst=_buf("snow_big", (h, w)), interpolation=cv2.INTER_LINEAR)
+    big = cv2.GaussianBlur(big, (0, 0), 2.0 * s, dst=big)
+    big += small
+    alpha = cv2.blur(big, (1, max(1, round(level.fall * s))), dst=_buf("snow_alpha", (h, w)))
     np.clip(alpha, 0.0, 0.95, out=alpha)
-    hazy = _haze(image, level.transmission, 0.8).astype(np.float32)
-    a = alpha[..., None]
-    return cv2.convertScaleAbs(hazy * (1.0 - a) + np.float32(245.0) * a)
+    return _mix(_haze(image, level.transmission, 0.8), alpha, 245.0)
 
 
 @dataclass(frozen=True)
@@ -253,30 +335,35 @@ def _glare(image: np.ndarray, level: _Glare, seed: int, key: tuple[str, int]) ->
     r0 = level.radius * math.hypot(h, w)
     r2 = (ys[:, None] ** 2 + xs[None, :] ** 2) / np.float32(r0 * r0)
     light = np.float32(1.0) / (np.float32(1.0) + r2)  # 1 at the core, 1/2 at r0, ~ 1/r^2 further out
-    light = cv2.resize(light * np.float32(1.6), (w, h), interpolation=cv2.INTER_LINEAR)
-    ghosts = np.zeros((h, w), np.float32)
+    light = cv2.resize(light * np.float32(1.6), (w, h), dst=_buf("glare_light", (h, w)),
+                       interpolation=cv2.INTER_LINEAR)
+    ghosts = _buf("glare_ghosts", (h, w))
+    ghosts.fill(0.0)
     for _ in range(level.ghosts):  # ghosts lie on the line from the source through the optical centre
         t = rng.uniform(-1.2, 0.8)
         gx, gy = w / 2 + t * (cx - w / 2), h / 2 + t * (cy - h / 2)
         radius = max(2, int(rng.uniform(0.01, 0.05) * math.hypot(h, w)))
         cv2.circle(ghosts, (int(gx), int(gy)), radius, float(rng.uniform(0.08, 0.2)), -1, cv2.LINE_AA)
-    light += cv2.GaussianBlur(ghosts, (0, 0), 3.0) + np.float32(level.veil)
+    ghosts = cv2.GaussianBlur(ghosts, (0, 0), 3.0 * _scale(image), dst=ghosts)
+    light += ghosts
+    light += np.float32(level.veil)
     np.clip(light, 0.0, 1.0, out=light)
-    flare = light[..., None] * _GLARE_TINT
-    img = image.astype(np.float32) * np.float32(1 / 255)
-    return cv2.convertScaleAbs(1.0 - (1.0 - img) * (1.0 - flare), alpha=255.0)
+    flare = cv2.merge([light, light, light], dst=_buf("glare_flare", image.shape))
+    flare *= _GLARE_TINT
+    return _mix(image, flare, 255.0)  # screen blend: 1 - (1 - image)(1 - flare)
 
 
 def _motion_blur(image: np.ndarray, length: int, seed: int, key: tuple[str, int]) -> np.ndarray:
-    """A straight blur of fixed length in a seed-chosen direction: the camera shakes or the subject moves
-    during the exposure. The kernel is albumentations' (centred: a shifted kernel would move the image
-    off its ground-truth boxes); the convolution is :func:`_convolve` (albumentations' filter2D takes
-    12-15 ms for lengths over 11)."""
-    transforms: dict[tuple[str, int], A.MotionBlur] = _LOCAL.__dict__.setdefault("motion", {})
-    blur = transforms.get(key)
+    """A straight blur of fixed length (px at 640x480) in a seed-chosen direction: the camera shakes or the
+    subject moves during the exposure. The kernel is albumentations' (centred: a shifted kernel would move
+    the image off its ground-truth boxes); the convolution is :func:`_convolve` (albumentations' filter2D
+    takes 12-15 ms for lengths over 11)."""
+    size = _odd(length * _scale(image))
+    transforms: dict[int, A.MotionBlur] = _LOCAL.__dict__.setdefault("motion", {})
+    blur = transforms.get(size)
     if blur is None:
-        blur = transforms[key] = A.MotionBlur(blur_limit=(length, length), allow_shifted=False,
-                                              angle_range=(0, 180), direction_range=(0.0, 0.0), p=1.0)
+        blur = transforms[size] = A.MotionBlur(blur_limit=(size, size), allow_shifted=False, angle_range=(0, 180),
+                                               direction_range=(0.0, 0.0), p=1.0)
     blur.set_random_seed(seed)
     return _convolve(image, blur.get_params()["kernel"])
 
@@ -298,14 +385,16 @@ def _disk(radius: float) -> np.ndarray:
 
 
 def _defocus(image: np.ndarray, radius: float, seed: int, key: tuple[str, int]) -> np.ndarray:
-    """Out-of-focus lens: disk blur of a fixed radius. Wide disks remove all detail finer than the disk, so
-    they are applied at a reduced scale (same result, a fraction of the cost) and scaled back."""
+    """Out-of-focus lens: disk blur of a fixed radius (px at 640x480). Wide disks remove all detail finer
+    than the disk, so they are applied at a reduced scale (same result, a fraction of the cost) and scaled
+    back."""
     h, w = image.shape[:2]
+    radius = max(1.0, radius * _scale(image))
     factor = max(1, round(radius / 2.5))
     if factor == 1:
-        return cv2.filter2D(image, -1, _disk(radius), borderType=cv2.BORDER_REFLECT_101)
+        return cv2.filter2D(image, -1, _disk(round(radius, 2)), borderType=cv2.BORDER_REFLECT_101)
     small = cv2.resize(image, (max(1, round(w / factor)), max(1, round(h / factor))), interpolation=cv2.INTER_AREA)
-    small = cv2.filter2D(small, -1, _disk(radius / factor), borderType=cv2.BORDER_REFLECT_101)
+    small = cv2.filter2D(small, -1, _disk(round(radius / factor, 2)), borderType=cv2.BORDER_REFLECT_101)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
@@ -343,9 +432,9 @@ def _low_resolution(image: np.ndarray, factor: int, seed: int, key: tuple[str, i
     integrates), then bilinear back up to the original size."""
     h, w = image.shape[:2]
     scale = max(1.0 / factor, 1.0 / min(h, w))  # never below one pixel
-    return _albu(key, lambda: A.Downscale(scale_range=(scale, scale),
-                                          interpolation_pair={"downscale": cv2.INTER_AREA,
-                                                              "upscale": cv2.INTER_LINEAR}, p=1.0), image, seed)
+    interpolation = {"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR}
+    return _albu((*key, scale), lambda: A.Downscale(scale_range=(scale, scale), interpolation_pair=interpolation,
+                                                    p=1.0), image, seed)
 
 
 @dataclass(frozen=True)
@@ -366,8 +455,8 @@ _SPECS: dict[str, _Spec] = {
     "ir_night": _Spec(
         "IR night vision: monochrome, flat contrast, illuminator fall-off, sensor noise, soft near-IR focus",
         "contrast kept / noise sigma",
-        (_IrNight(0.75, 0.3, 4, 0.6), _IrNight(0.6, 0.4, 7, 0.8), _IrNight(0.45, 0.5, 10, 1.0),
-         _IrNight(0.33, 0.6, 14, 1.3), _IrNight(0.22, 0.7, 18, 1.6)),
+        (_IrNight(0.8, 0.4, 3, 0.6), _IrNight(0.66, 0.45, 5, 0.8), _IrNight(0.54, 0.5, 7, 1.0),
+         _IrNight(0.45, 0.55, 9, 1.2), _IrNight(0.36, 0.6, 11, 1.4)),
         _ir_night, lambda v: f"{v.contrast:g}/{v.noise:g}"),
     "fog": _Spec(
         "fog: uneven contrast-reducing haze (Koschmieder), grey-white airlight",
@@ -375,11 +464,11 @@ _SPECS: dict[str, _Spec] = {
         (_Fog(0.6, 0.8), _Fog(0.45, 0.8), _Fog(0.32, 0.82), _Fog(0.2, 0.84), _Fog(0.12, 0.85)),
         _fog, lambda v: f"{v.visibility:g}"),
     "rain": _Spec(
-        "rain: slanted streaks (albumentations RandomRain), overcast dimming, rain haze",
-        "streaks",
-        (_Rain("drizzle", 1, 3, 0.9, 0.95), _Rain("default", 1, 3, 0.85, 0.9), _Rain("heavy", 1, 3, 0.8, 0.82),
-         _Rain("torrential", 1, 3, 0.75, 0.72), _Rain("torrential", 2, 5, 0.7, 0.6)),
-        _rain, lambda v: v.rain_type + (f" x{v.drop_width}px" if v.drop_width > 1 else "")),
+        "rain: slanted streaks (albumentations' rain rendering), overcast dimming, rain haze",
+        "streaks per image column / haze transmission",
+        (_Rain(0.2, 1, 3, 0.9, 0.95), _Rain(0.4, 1, 3, 0.85, 0.9), _Rain(0.75, 1, 3, 0.8, 0.82),
+         _Rain(1.3, 1, 3, 0.75, 0.72), _Rain(2.0, 2, 5, 0.7, 0.6)),
+        _rain, lambda v: f"{v.streaks:g}/{v.transmission:g}"),
     "snow": _Spec(
         "snowfall: small far and large out-of-focus near flakes smeared by their fall, snow haze",
         "flake density",
@@ -393,9 +482,9 @@ _SPECS: dict[str, _Spec] = {
          _Glare(0.22, 0.32, 7)),
         _glare, lambda v: f"{v.radius:g}/{v.veil:g}"),
     "motion_blur": _Spec(
-        "camera shake or fast motion: straight blur, random direction", "kernel length px",
+        "camera shake or fast motion: straight blur, random direction", "kernel length px at 640x480",
         (5, 9, 15, 23, 33), _motion_blur),
-    "defocus": _Spec("out-of-focus lens: disk blur", "disk radius px", (1.5, 2.5, 4, 6, 9), _defocus),
+    "defocus": _Spec("out-of-focus lens: disk blur", "disk radius px at 640x480", (1.5, 2.5, 4, 6, 9), _defocus),
     "jpeg": _Spec("JPEG compression (snapshots, MJPEG streams)", "quality", (30, 20, 14, 9, 5), _jpeg),
     "h264": _Spec("H.264 intra-frame compression (libx264, deblocked)", "QP", (30, 36, 41, 46, 51), _h264),
     "low_resolution": _Spec(
@@ -415,7 +504,8 @@ def _spec(condition: str) -> _Spec:
 def corrupt(image: np.ndarray, condition: str, severity: int, seed: int = 0) -> np.ndarray:
     """``image`` (BGR uint8, H x W x 3) under ``condition`` at ``severity`` (1 mild .. 5 severe).
 
-    Same height and width out (boxes stay valid); the same seed gives the same output.
+    Same height and width out (boxes stay valid); the same seed gives the same output. The seed places the
+    random parts (noise, drops, flakes, the glare source, the blur direction), never the severity.
     """
     spec = _spec(condition)
     if isinstance(severity, bool) or severity not in SEVERITIES:
@@ -423,6 +513,7 @@ def corrupt(image: np.ndarray, condition: str, severity: int, seed: int = 0) -> 
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
         raise ValueError(f"expected a BGR uint8 image (H x W x 3), got {image.dtype} {image.shape}")
     image = np.ascontiguousarray(image)
+    seed = int(seed) % 2**64  # numpy and albumentations seeds must not be negative
     out = spec.apply(image, spec.levels[severity - 1], seed, (condition, severity))
     if out.shape != image.shape or out.dtype != np.uint8:  # a broken corruption must not skew a benchmark
         raise AssertionError(f"{condition}: produced {out.dtype} {out.shape} from {image.shape}")
