@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
@@ -138,6 +138,20 @@ class DifferentiableDetector:
         self._std = torch.tensor(_NANODET_STD).view(3, 1, 1)
         self._area_cache: dict[tuple[int, int], torch.Tensor] = {}
 
+    def letterbox_scale(self, height: int, width: int) -> float:
+        """Image pixels → model pixels, as the backend's letterbox computes it."""
+        return min(self.input_size / height, self.input_size / width)
+
+    def anchor_centres(self) -> np.ndarray:
+        """(N, 2) anchor-cell centres in model pixels, in the order of :meth:`scores_from_input`."""
+        offset = 0.5 if self.architecture == "nanodet" else 0.0
+        centres = []
+        for stride in (8, 16, 32):
+            n = self.input_size // stride
+            ys, xs = np.mgrid[0:n, 0:n]
+            centres.append((np.stack([xs.ravel(), ys.ravel()], axis=1) + offset) * stride)
+        return np.concatenate(centres).astype(np.float32)
+
     def _resize(self, image: torch.Tensor, nh: int, nw: int, scale: float) -> torch.Tensor:
         """cv2.resize as the backend calls it: INTER_AREA below half size, else bilinear (half-pixel centres)."""
         torch = _torch()
@@ -212,7 +226,12 @@ class AttackConfig:
 
 
 def suppression_loss(scores: torch.Tensor, floor: float) -> torch.Tensor:
-    """Sum of the scores' excess over ``floor``: zero only when no anchor is anywhere near a detection."""
+    """Sum of the scores' excess over ``floor``: zero only when no anchor is anywhere near a detection.
+
+    Chosen over the max score (pushes one anchor at a time; a neighbour then takes over), a top-k mean and
+    the plain sum (spends the budget on thousands of hopeless anchors): on 12 coco128 person images at
+    eps 4, 10 steps, yolox recall fell to 0.00 with it vs 0.18 (max), 0.00 (top-50 mean) and 0.03 (sum),
+    and it is the cheapest, as the attack stops once the loss is 0."""
     return (scores - floor).clamp(min=0).sum()
 
 
@@ -225,7 +244,11 @@ def _to_chw(image: np.ndarray) -> torch.Tensor:
 
 def pgd(model: DifferentiableDetector, image: np.ndarray, config: AttackConfig) -> np.ndarray:
     """Projected gradient descent from a seeded random start in the eps-ball; returns the BGR uint8 image
-    (same size) with the lowest loss seen, and ‖adv − image‖∞ ≤ eps after rounding."""
+    (same size) with the lowest :func:`suppression_loss` seen, and ‖adv − image‖∞ ≤ floor(eps).
+
+    It attacks the whole-frame letterbox; frames more than 2× the model side are also tiled by the
+    pipeline ("auto"), which this gradient does not see (coco128's 640-pixel images are not tiled).
+    """
     torch = _torch()
     clean = _to_chw(image)
     eps, alpha = float(config.eps), float(config.alpha)
@@ -334,11 +357,25 @@ def _paste(image: torch.Tensor, patch: torch.Tensor, box: Sequence[float], scale
     return out
 
 
+def _box_masks(model: DifferentiableDetector, image_shape: tuple[int, ...], boxes: np.ndarray) -> np.ndarray:
+    """(B, N) bool: which anchors have their cell centre inside each box (boxes with none are dropped)."""
+    centres = model.anchor_centres() / model.letterbox_scale(*image_shape[:2])
+    x, y = centres[None, :, 0], centres[None, :, 1]
+    inside = (x >= boxes[:, :1]) & (x <= boxes[:, 2:3]) & (y >= boxes[:, 1:2]) & (y <= boxes[:, 3:4])
+    return inside[inside.any(axis=1)]
+
+
 def train_patch(model: DifferentiableDetector, images: Sequence[np.ndarray], person_boxes: Sequence[np.ndarray], *,
                 size: int = 64, steps: int = 200, scale: float = 0.25, seed: int = 0, lr: float = 0.03,
-                batch: int = 2, tv_weight: float = 2.5, class_id: int = 0) -> np.ndarray:
+                batch: int = 2, tv_weight: float = 2.5, class_id: int = 0,
+                objective: Literal["box-max", "image-max"] = "box-max") -> np.ndarray:
     """Optimise a (size, size, 3) BGR uint8 patch that, worn on the torso of every person box, minimises the
-    highest ``class_id`` score of each image, plus ``tv_weight`` × total variation for printability.
+    ``class_id`` score, plus ``tv_weight`` × total variation for printability.
+
+    ``objective`` "image-max" is Thys et al.'s: the highest score anywhere in the image, which only ever
+    pushes on the most confident person. "box-max" (default) averages, over the person boxes, the highest
+    score of the anchors centred in each box, so every wearer is hidden; it roughly doubles the recall drop
+    on multi-person coco128 images for the same step budget.
 
     Each step draws a mini-batch of ``batch`` images and new scale/position/brightness/noise jitter
     (expectation over transformation), so the patch cannot rely on an exact pixel alignment. Adam with
@@ -347,11 +384,16 @@ def train_patch(model: DifferentiableDetector, images: Sequence[np.ndarray], per
     torch = _torch()
     if len(images) != len(person_boxes):
         raise ValueError(f"{len(images)} images but {len(person_boxes)} box arrays")
-    usable = [i for i, boxes in enumerate(person_boxes) if len(np.asarray(boxes).reshape(-1, 4))]
+    if objective not in ("box-max", "image-max"):
+        raise ValueError(f"objective must be 'box-max' or 'image-max', got {objective!r}")
+    boxes = [np.asarray(b, np.float64).reshape(-1, 4) for b in person_boxes]
+    usable = [i for i, b in enumerate(boxes) if len(b)]
     if not usable:
         raise ValueError("train_patch needs at least one image with a person box")
     tensors = {i: _to_chw(images[i]) for i in usable}
-    boxes = {i: np.asarray(person_boxes[i], np.float64).reshape(-1, 4) for i in usable}
+    masks = {
+        i: torch.from_numpy(_box_masks(model, images[i].shape, boxes[i])) for i in usable if objective == "box-max"
+    }
     rng = np.random.default_rng(seed)
     with _deterministic(seed):
         init = random_patch(size, seed).transpose(2, 0, 1).astype(np.float32) / 255
@@ -361,7 +403,7 @@ def train_patch(model: DifferentiableDetector, images: Sequence[np.ndarray], per
         for _ in range(steps):
             chosen = []
             for _ in range(min(batch, len(usable))):
-                if not order:
+                if not order:  # epochs in a seeded random order
                     order = [usable[j] for j in rng.permutation(len(usable))]
                 chosen.append(order.pop())
             optimiser.zero_grad()
@@ -370,7 +412,13 @@ def train_patch(model: DifferentiableDetector, images: Sequence[np.ndarray], per
                 image = tensors[i]
                 for box in boxes[i]:
                     image = _paste(image, patch, box, scale, rng)
-                loss = loss + model.class_scores(image, class_id).max() / len(chosen)
+                scores = model.class_scores(image, class_id)
+                mask = masks.get(i)
+                if mask is not None and len(mask):
+                    term = torch.where(mask, scores[None], 0.0).amax(dim=1).mean()
+                else:
+                    term = scores.max()
+                loss = loss + term / len(chosen)
             loss.backward()
             optimiser.step()
             with torch.no_grad():

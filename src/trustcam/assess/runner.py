@@ -186,8 +186,8 @@ class Assessor:
             else bootstrap, seed=self.options.seed)
 
     def _video_metrics(self, run: _Run) -> dict[str, Any]:
-        sequences = {name: [s for s in frames if s.id in run.tracked]
-                     for name, frames in self.dataset.sequences.items()}
+        # whole sequences: only analysed frames are scored, but the hours of video are all of them
+        sequences = self.dataset.sequences
         return {
             "tracking": tracking_metrics(sequences, run.tracked, labels=self.labels),
             "events": event_metrics(sequences, run.tracked, run.events, labels=self.labels, fps=self.dataset.fps),
