@@ -148,3 +148,20 @@ def test_bad_dataset_is_one_clear_line(tmp_path: Path, installed_models: None) -
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "a.txt" in result.stderr and ":1" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_attacks_through_the_cli(data_dir: Path, installed_models: None, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*CLI, "assess", "--dataset", str(data_dir / "coco128-train"), "--labels", "person", "--max-images", "40",
+         "--bootstrap", "0", "--attacks", "pgd,patch", "--eps", "8", "--pgd-steps", "4", "--attack-images", "6",
+         "--patch-steps", "8", "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    pgd, patch = m["attacks"]["pgd"], m["attacks"]["patch"]
+    assert pgd["recall"] < pgd["clean_recall"] and pgd["transfer_model"] == "nanodet-m-320"
+    assert 0 <= pgd["transfer_recall"] <= 1 and set(pgd["by_eps"]) == {"8"}
+    for key in ("recall", "random_patch_recall", "clean_recall", "transfer_recall"):
+        assert 0 <= patch[key] <= 1
+    assert (tmp_path / "patch.png").is_file()
+    assert "PGD" in (tmp_path / "report.html").read_text()
