@@ -29,7 +29,7 @@ def test_migrations_create_schema_and_are_idempotent(tmp_path: Path) -> None:
     engine = open_database(url)
     assert "events" in inspect(engine).get_table_names()
     with engine.connect() as connection:
-        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0001"
+        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0002"
     open_database(url)  # second start: nothing to migrate, nothing lost
 
 

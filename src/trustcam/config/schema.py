@@ -245,6 +245,41 @@ class CrossLineRule(_RuleBase):
 Rule = Annotated[EnterZoneRule | LoiterRule | CrossLineRule, Field(discriminator="type")]
 
 
+class RetentionConfig(StrictModel):
+    footage_without_events_h: float = Field(
+        24.0, gt=0, description="Segments that overlap no event are deleted (crypto-shredded) after this many hours."
+    )
+    event_days: dict[str, float] = Field(
+        default_factory=lambda: {"default": 30.0},
+        description="Days footage overlapping an event is kept, per label ('default' for the others).",
+    )
+
+    @field_validator("event_days")
+    @classmethod
+    def _labels_and_days(cls, value: dict[str, float]) -> dict[str, float]:
+        _check_labels([k for k in value if k != "default"])
+        bad = {k: v for k, v in value.items() if v <= 0}
+        if bad:
+            raise ValueError(f"retention days must be positive, got {bad}")
+        return value
+
+    def days_for(self, labels: list[str]) -> float:
+        """The longest retention of any label present (footage of a person and a car keeps the longer)."""
+        default = self.event_days.get("default", 30.0)
+        return max((self.event_days.get(label, default) for label in labels), default=default)
+
+
+class RecordConfig(StrictModel):
+    enabled: bool = Field(False, description="Record this camera's stream into the evidence vault.")
+    mode: Literal["continuous", "motion", "events"] = Field(
+        "events", description="Keep every segment, segments with motion, or segments around events."
+    )
+    segment_s: float = Field(10.0, ge=2, le=300, description="Target segment length (cut at the next keyframe).")
+    pre_capture_s: float = Field(5.0, ge=0, le=120, description="Footage kept before motion or an event starts.")
+    post_capture_s: float = Field(5.0, ge=0, le=600, description="Footage kept after motion or an event ends.")
+    retention: RetentionConfig | None = Field(None, description="Overrides the vault's retention for this camera.")
+
+
 class CameraConfig(StrictModel):
     source: str = Field(
         description="rtsp://…, http(s)://…, a video file path, or /dev/videoN (USB/V4L2)."
@@ -257,6 +292,7 @@ class CameraConfig(StrictModel):
     objects: ObjectsConfig = Field(default_factory=ObjectsConfig, description="What is tracked and filtered.")
     zones: dict[str, ZoneConfig] = Field(default_factory=dict, description="Named polygons used by rules.")
     rules: list[Rule] = Field(default_factory=list, description="Zone entry, loitering and line-crossing rules.")
+    record: RecordConfig = Field(default_factory=RecordConfig, description="Recording into the evidence vault.")
 
     @field_validator("zones")
     @classmethod
@@ -320,6 +356,28 @@ class AssessConfig(StrictModel):
         return sorted(set(value))
 
 
+class VaultConfig(StrictModel):
+    root: Path = Field(Path("var/recordings"), description="Where encrypted segments are stored.")
+    mirror: Path | None = Field(
+        None, description="Second storage path: segments are copied there, and recording moves there if the "
+        "root fails (unmounted, read-only, full)."
+    )
+    key_file: Path = Field(
+        Path("~/.config/trustcam/vault.kek"),
+        description="Key-encryption key (32 bytes, created 0600 on first start); must be outside the storage root. "
+        "TRUSTCAM_VAULT_KEK (base64) overrides it.",
+    )
+    signing_key_file: Path = Field(
+        Path("~/.config/trustcam/vault-signing.key"),
+        description="Ed25519 key that signs hash-chain checkpoints (created 0600 on first start).",
+    )
+    checkpoint_every: int = Field(6, ge=1, le=10_000, description="Sign the chain head every N segments.")
+    min_free_mb: float = Field(
+        1024.0, ge=1, description="Below this free space, footage is evicted by policy (never held evidence)."
+    )
+    retention: RetentionConfig = Field(default_factory=RetentionConfig, description="Default retention.")
+
+
 class Settings(StrictModel):
     data_dir: Path = Field(
         Path("var"), description="Database and snapshots live here (relative to the working directory)."
@@ -330,6 +388,7 @@ class Settings(StrictModel):
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Object detector (all cameras).")
     tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="Multi-object tracking.")
     assess: AssessConfig = Field(default_factory=AssessConfig, description="Accuracy assessment and model updates.")
+    vault: VaultConfig = Field(default_factory=VaultConfig, description="Encrypted, tamper-evident recordings.")
     cameras: dict[str, CameraConfig] = Field(default_factory=dict, description="Cameras by name.")
 
     @field_validator("cameras")

@@ -29,3 +29,54 @@ class EventRow(Base):
     snapshot: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     model_name: Mapped[str] = mapped_column(String(64))
     model_sha256: Mapped[str] = mapped_column(String(64))
+    held: Mapped[int] = mapped_column(Integer, default=0)  # legal hold on the event's footage
+
+
+class SegmentRow(Base):
+    """One recorded segment: encrypted file, its wrapped data key and its link in the camera's hash chain."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    camera: Mapped[str] = mapped_column(String(63), index=True)
+    seq: Mapped[int] = mapped_column(Integer)  # position in the camera's hash chain, from 1
+    start: Mapped[float] = mapped_column(Float, index=True)  # wall-clock seconds (epoch)
+    end: Mapped[float] = mapped_column(Float, index=True)
+    path: Mapped[str] = mapped_column(String(1024))  # encrypted file, relative to the storage root
+    size: Mapped[int] = mapped_column(Integer)  # plaintext bytes
+    sha256: Mapped[str] = mapped_column(String(64))  # of the plaintext segment (what an export contains)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    chain_hash: Mapped[str] = mapped_column(String(64))
+    wrapped_key: Mapped[str | None] = mapped_column(String(512), nullable=True)  # None once shredded
+    kek_id: Mapped[str] = mapped_column(String(64))
+    has_motion: Mapped[int] = mapped_column(Integer, default=0)
+    labels: Mapped[list[str]] = mapped_column(JSON, default=list)  # labels of events overlapping it
+    held: Mapped[int] = mapped_column(Integer, default=0)  # legal hold: never evicted or expired
+    deleted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    deletion_reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class CheckpointRow(Base):
+    """A signed statement of a camera's chain head (Ed25519), so history cannot be rewritten unnoticed."""
+
+    __tablename__ = "checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    camera: Mapped[str] = mapped_column(String(63), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    chain_hash: Mapped[str] = mapped_column(String(64))
+    time: Mapped[float] = mapped_column(Float)
+    signature: Mapped[str] = mapped_column(String(128))  # hex
+    public_key: Mapped[str] = mapped_column(String(64))  # hex, raw Ed25519
+
+
+class DeletionRow(Base):
+    """Every deletion of footage, whatever its cause (retention, eviction, shredding by a user)."""
+
+    __tablename__ = "deletions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[float] = mapped_column(Float, index=True)
+    camera: Mapped[str] = mapped_column(String(63))
+    segment_id: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(255))
