@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -84,8 +85,6 @@ def models_verify(
 
 def _detector(ref: str, architecture: str | None, threads: int, threshold: float) -> Any:
     """A catalog model by name, or an ONNX file (a candidate) with its architecture."""
-    from pathlib import Path
-
     from trustcam.vision.detectors.onnx_models import load_detector, load_file
 
     if ref.endswith(".onnx") or Path(ref).is_file():
@@ -127,10 +126,17 @@ def _print_comparison(comparison: Any, margin: float, current: str, candidate: s
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
-GateDataset = Annotated[Any, typer.Option("--dataset", "-d", help="Labelled footage (COCO, YOLO or MOT).")]
+GateDataset = Annotated[Path, typer.Option("--dataset", "-d", help="Labelled footage (COCO, YOLO or MOT).")]
+GateFormat = Annotated[str | None, typer.Option("--format", help="coco, yolo or mot (default: detected).")]
+GateConfig = Annotated[Path | None, typer.Option("--config", "-c", help="YAML configuration file.")]
+GateCamera = Annotated[str | None, typer.Option(help="Camera whose settings apply.")]
+GateConditions = Annotated[str | None, typer.Option(help="'all' or a list.")]
+GateSeverities = Annotated[str | None, typer.Option(help="Severities, e.g. 1,3,5.")]
+GateMaxImages = Annotated[int | None, typer.Option(min=1, help="Only the first N images.")]
+GateSeed = Annotated[int, typer.Option(help="Seed of the corruptions.")]
 
 
-def _gate_params(dataset: Any, fmt: str | None, config: Any, camera: str | None, conditions: str | None,
+def _gate_params(dataset: Path, fmt: str | None, config: Path | None, camera: str | None, conditions: str | None,
                  severities: str | None, max_images: int | None, seed: int) -> dict[str, Any]:
     return {"dataset": dataset, "fmt": fmt, "config": config, "camera": camera, "conditions": conditions,
             "severities": severities, "max_images": max_images, "bootstrap": 0, "seed": seed}
@@ -142,13 +148,13 @@ def models_compare(
     candidate: Annotated[str, typer.Argument(help="Candidate: catalog name or .onnx file.")],
     dataset: GateDataset,
     architecture: Annotated[str | None, typer.Option(help="yolox or nanodet, for a candidate file.")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="coco, yolo or mot (default: detected).")] = None,
-    config: Annotated[Any, typer.Option("--config", "-c", help="YAML configuration file.")] = None,
-    camera: Annotated[str | None, typer.Option(help="Camera whose settings apply.")] = None,
-    conditions: Annotated[str | None, typer.Option(help="'all' or a list.")] = "all",
-    severities: Annotated[str | None, typer.Option(help="Severities, e.g. 1,3,5.")] = None,
-    max_images: Annotated[int | None, typer.Option(min=1, help="Only the first N images.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the corruptions.")] = 0,
+    fmt: GateFormat = None,
+    config: GateConfig = None,
+    camera: GateCamera = None,
+    conditions: GateConditions = "all",
+    severities: GateSeverities = None,
+    max_images: GateMaxImages = None,
+    seed: GateSeed = 0,
 ) -> None:
     """Show both models side by side, clean and per condition (AP50 and recall)."""
     from trustcam.cli.assess_command import assess_errors
@@ -169,17 +175,15 @@ def models_promote(
     = None,
     margin: Annotated[float | None, typer.Option(help="Allowed drop (absolute; default: assess.promote_margin).")]
     = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="coco, yolo or mot (default: detected).")] = None,
-    config: Annotated[Any, typer.Option("--config", "-c", help="YAML configuration file.")] = None,
-    camera: Annotated[str | None, typer.Option(help="Camera whose settings apply.")] = None,
-    conditions: Annotated[str | None, typer.Option(help="'all' or a list.")] = "all",
-    severities: Annotated[str | None, typer.Option(help="Severities, e.g. 1,3,5.")] = None,
-    max_images: Annotated[int | None, typer.Option(min=1, help="Only the first N images.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the corruptions.")] = 0,
+    fmt: GateFormat = None,
+    config: GateConfig = None,
+    camera: GateCamera = None,
+    conditions: GateConditions = "all",
+    severities: GateSeverities = None,
+    max_images: GateMaxImages = None,
+    seed: GateSeed = 0,
 ) -> None:
     """Install a candidate model only if no condition regresses by more than the margin; exits 1 otherwise."""
-    from pathlib import Path
-
     from trustcam.cli.assess_command import assess_errors
     from trustcam.cli.common import settings_from
 
