@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trustcam.bus import Bus
 from trustcam.config.schema import CameraConfig, Settings
@@ -25,8 +26,12 @@ from trustcam.ingest.stream import LiveStream
 from trustcam.pipeline import CameraPipeline
 from trustcam.storage.database import open_database
 from trustcam.storage.event_store import EventStore
+from trustcam.storage.recorder import Recorder, SegmentSink, SegmentStore
 from trustcam.vision.detectors.base import Detector
 from trustcam.vision.detectors.onnx_models import load_detector
+
+if TYPE_CHECKING:
+    from trustcam.storage.vault import Vault
 
 log = logging.getLogger(__name__)
 _END = object()
@@ -137,13 +142,22 @@ def paced(frames: Iterator[Frame], stop: threading.Event) -> Iterator[Frame]:
 
 
 class CameraWorker(threading.Thread):
-    """Runs one live camera until stopped; never exits on camera errors (the stream reconnects)."""
+    """Runs one live camera until stopped; never exits on camera errors (the stream reconnects).
 
-    def __init__(self, name: str, camera: CameraConfig, settings: Settings, bus: Bus, snapshot_dir: Path) -> None:
+    With ``record.enabled`` and a ``vault``, a :class:`Recorder` taps the stream's packets (the same connection,
+    no extra decoding) and gets each frame's motion and the camera's events from the bus.
+    """
+
+    def __init__(self, name: str, camera: CameraConfig, settings: Settings, bus: Bus, snapshot_dir: Path,
+                 vault: SegmentStore | SegmentSink | None = None) -> None:
         super().__init__(name=f"camera-{name}", daemon=True)
         self.camera_name = name
+        self.recorder = (Recorder(name, camera.record, vault, bus)
+                         if camera.record.enabled and vault is not None else None)
         self.stream = LiveStream(camera.source, fps=camera.detect.fps, size=detect_size(camera),
-                                 timeout_s=camera.timeout_s, rtsp_transport=camera.rtsp_transport)
+                                 timeout_s=camera.timeout_s, rtsp_transport=camera.rtsp_transport,
+                                 packet_tap=self.recorder.on_packet if self.recorder else None,
+                                 connection_tap=self.recorder.on_connection if self.recorder else None)
         self.pipeline = CameraPipeline(name, camera, settings, build_detector(settings), bus, snapshot_dir)
         self._stop_event = threading.Event()
 
@@ -155,30 +169,58 @@ class CameraWorker(threading.Thread):
         frames = self.stream.frames()
         if source_kind(self.stream.url) == "file":
             frames = paced(frames, self._stop_event)
+        recorder = self.recorder
         try:
             for frame in _threaded(frames, 2, True, self._stop_event, []):
-                self.pipeline.process(frame)
+                result = self.pipeline.process(frame)
+                if recorder is not None:
+                    recorder.on_frame_result(frame.time, bool(result.motion_boxes))
         except Exception:
             log.exception("camera %s: pipeline failed", self.camera_name)
         finally:
-            self.pipeline.close()
+            self.pipeline.close()  # publishes the last EventEnded messages, which the recorder still needs
+            if recorder is not None:
+                recorder.close()
 
 
 class Service:
-    """All enabled cameras of a config, the event store and the bus."""
+    """All enabled cameras of a config, the event store, the bus and (when a camera records) the vault."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.bus = Bus()
-        self.store = EventStore(open_database(settings.resolved_database_url))
+        self.engine = open_database(settings.resolved_database_url)
+        self.store = EventStore(self.engine)
         self.store.attach(self.bus)
         self.bus.subscribe(EventEnded, lambda m: log.info("event %s: %s on %s (%.2f)", m.event.id,
                                                           m.event.label, m.event.camera, m.event.best_score))
         snapshots = settings.data_dir / "snapshots"
-        self.workers = [CameraWorker(name, cam, settings, self.bus, snapshots)
-                        for name, cam in settings.cameras.items() if cam.enabled]
+        cameras = {name: cam for name, cam in settings.cameras.items() if cam.enabled}
+        self.vault: Vault | None = None
+        if any(cam.record.enabled for cam in cameras.values()):  # keys and storage only when something records
+            from trustcam.storage.vault import Vault
+
+            self.vault = Vault(settings.vault, self.engine, on_alert=lambda m: log.warning("vault: %s", m))
+        self.recovery = None
+        self.retention = None
+        sink = None
+        if self.vault is not None:
+            from trustcam.storage.recovery import recover
+            from trustcam.storage.retention import GuardedVault, RetentionWorker, StorageAlert, StorageGuard
+
+            self.recovery = recover(self.vault)  # a crash (kill -9) leaves at most the open segment to clean up
+            log.log(logging.INFO if self.recovery.ok else logging.WARNING, "vault recovery: %s",
+                    self.recovery.summary())
+            self.bus.subscribe(StorageAlert, lambda a: log.warning("storage alert: %s", a.message))
+            guard = StorageGuard(self.vault, settings, self.bus.publish)
+            self.retention = RetentionWorker(self.vault, settings, publish=self.bus.publish, guard=guard)
+            sink = GuardedVault(self.vault, guard)
+        self.workers = [CameraWorker(name, cam, settings, self.bus, snapshots, sink)
+                        for name, cam in cameras.items()]
 
     def start(self) -> None:
+        if self.retention is not None:
+            self.retention.start()
         for worker in self.workers:
             worker.start()
 
@@ -187,14 +229,29 @@ class Service:
             worker.stop()
         for worker in self.workers:
             worker.join(timeout)
+        for worker in self.workers:  # a worker that is stuck still gets its footage stored
+            if worker.recorder is not None:
+                worker.recorder.close()
+        if self.retention is not None:
+            self.retention.stop()
 
     def status_lines(self) -> list[str]:
         """One line per camera: stream health and analysis counters."""
         lines = []
         for worker in self.workers:
             s, p = worker.stream.stats, worker.pipeline.stats
-            state = "connected" if s.connected else f"disconnected ({s.last_error or 'not yet connected'})"
-            lines.append(f"{worker.camera_name}: {state}; {s.fps:.1f} fps, {s.frames} frames, {s.reconnects} "
-                         f"reconnects, {s.stalls} stalls; detector on {p.detect_fraction:.0%} of frames, "
-                         f"{p.scene_changes} scene changes")
+            if s.connected:
+                state = "connected"
+            elif s.last_error is None:
+                state = "stopped" if s.connects else "not yet connected"
+            else:
+                state = f"disconnected ({s.last_error})"
+            line = (f"{worker.camera_name}: {state}; {s.fps:.1f} fps, {s.frames} frames, {s.reconnects} "
+                    f"reconnects, {s.stalls} stalls; detector on {p.detect_fraction:.0%} of frames, "
+                    f"{p.scene_changes} scene changes")
+            if worker.recorder is not None:
+                r = worker.recorder.stats
+                line += (f"; recording {worker.recorder.config.mode}: {r.stored} segments stored "
+                         f"({r.bytes_stored / 1e6:.1f} MB), {r.dropped} not kept, {r.failed} failed")
+            lines.append(line)
         return lines

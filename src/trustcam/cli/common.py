@@ -15,6 +15,7 @@ from trustcam.config import ConfigError, Settings, load_settings
 from trustcam.config.schema import CameraConfig
 from trustcam.ingest.source import SourceError
 from trustcam.storage.database import DatabaseError
+from trustcam.storage.keys import VaultError
 from trustcam.vision.catalog import ModelError
 
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -39,7 +40,7 @@ def user_errors() -> Iterator[None]:
     except ConfigError as exc:
         error(exc)
         raise typer.Exit(2) from None
-    except (ModelError, SourceError, DatabaseError) as exc:
+    except (ModelError, SourceError, DatabaseError, VaultError) as exc:
         error(exc)
         raise typer.Exit(1) from None
 

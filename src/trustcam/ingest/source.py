@@ -6,9 +6,10 @@ source (credentials hidden), what went wrong and what to check; reconnecting is 
 
 from __future__ import annotations
 
+import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -17,9 +18,19 @@ import av
 
 from trustcam.ingest.frame import Frame
 
+log = logging.getLogger(__name__)
+
 SourceKind = Literal["rtsp", "http", "file", "usb"]
 
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+PacketTap = Callable[[av.Packet, av.video.stream.VideoStream], None]
+"""Called with every demuxed video packet before it is decoded (recording remuxes them: no second connection,
+no decoding for it)."""
+ConnectionTap = Callable[[av.video.stream.VideoStream | None], None]
+"""Called with the video stream when a connection opens (before its first packet), and with None when it ends,
+so that a recording starts a new segment on each connection and closes it when the stream stops."""
 
 
 class SourceError(Exception):
@@ -87,6 +98,8 @@ class VideoSource:
         timeout_s: float = 10.0,
         rtsp_transport: str = "tcp",
         max_decode_errors: int = 50,
+        packet_tap: PacketTap | None = None,
+        connection_tap: ConnectionTap | None = None,
     ) -> None:
         self.url = url
         self.kind = source_kind(url)
@@ -100,6 +113,9 @@ class VideoSource:
         self.stream_fps: float | None = None
         self._end_media: float | None = None  # media time where the last decoded frame ends (files)
         self._bad_run: _BadRun | None = None  # undecodable packets since the last good frame: one problem
+        self.packet_tap = packet_tap
+        self.connection_tap = connection_tap
+        self.tap_errors = 0
 
     @property
     def open_timeout_s(self) -> float:
@@ -183,7 +199,12 @@ class VideoSource:
             step = 1.0 / self.fps if self.fps else 0.0
             next_time: float | None = None
             base: float | None = None
+            tap = self.packet_tap
+            if self.connection_tap is not None:
+                self._call_tap(self.connection_tap, stream)
             for packet in self._packets(container, stream, name):
+                if tap is not None and packet.size:
+                    self._call_tap(tap, packet, stream)
                 if packet.is_corrupt and self.kind == "file":
                     self._damaged(name, f"incomplete or corrupt data{self._at(packet, base)}")
                 try:
@@ -210,7 +231,21 @@ class VideoSource:
             if self.kind == "file":
                 self._check_complete(container, stream)
         finally:
+            if self.connection_tap is not None:
+                self._call_tap(self.connection_tap, None)
             container.close()
+
+    def _call_tap(self, tap: Callable[..., None], *args: object) -> None:
+        """Run a tap; its failure is logged, never raised: recording must not stop analysis. The first error
+        of a connection is logged with its traceback, then one line every 1000."""
+        try:
+            tap(*args)
+        except Exception:
+            self.tap_errors += 1
+            if self.tap_errors == 1:
+                log.exception("%s: packet tap failed (analysis goes on)", redact(self.url))
+            elif self.tap_errors % 1000 == 0:
+                log.error("%s: packet tap failed %d times (analysis goes on)", redact(self.url), self.tap_errors)
 
     def _packets(
         self, container: av.container.InputContainer, stream: av.VideoStream, name: str

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from trustcam.ingest.frame import Frame
-from trustcam.ingest.source import SourceError, VideoSource, redact
+from trustcam.ingest.source import ConnectionTap, PacketTap, SourceError, VideoSource, redact
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,8 @@ class LiveStream:
         timeout_s: float = 10.0,
         rtsp_transport: str = "tcp",
         backoff: Backoff | None = None,
+        packet_tap: PacketTap | None = None,
+        connection_tap: ConnectionTap | None = None,
     ) -> None:
         self.url = url
         self.fps = fps
@@ -79,6 +81,8 @@ class LiveStream:
         self.timeout_s = timeout_s
         self.rtsp_transport = rtsp_transport
         self.backoff = backoff or Backoff()
+        self.packet_tap = packet_tap  # handed to each connection's VideoSource (see there)
+        self.connection_tap = connection_tap
         self.stats = StreamStats()
         self._stop = threading.Event()
 
@@ -102,7 +106,8 @@ class LiveStream:
         name = redact(self.url)
         while not self._stop.is_set():
             source = VideoSource(
-                self.url, fps=self.fps, size=self.size, timeout_s=self.timeout_s, rtsp_transport=self.rtsp_transport
+                self.url, fps=self.fps, size=self.size, timeout_s=self.timeout_s, rtsp_transport=self.rtsp_transport,
+                packet_tap=self.packet_tap, connection_tap=self.connection_tap,
             )
             got_frame = False
             decoded = source.frames()

@@ -1,0 +1,128 @@
+"""``trustcam keys`` and ``trustcam evidence``: KEK rotation, evidence export, verification, chain checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trustcam.cli.common import error, say, settings_from, user_errors
+from trustcam.config import ConfigError
+
+keys_app = typer.Typer(help="Manage the vault's key-encryption key.", no_args_is_help=True)
+evidence_app = typer.Typer(help="Export and verify tamper-evident evidence bundles.", no_args_is_help=True)
+
+RequiredConfig = Annotated[Path, typer.Option("--config", "-c", help="YAML configuration file.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(evidence_app, name="evidence")
+
+
+@contextmanager
+def _vault_errors() -> Iterator[None]:
+    """VaultError is a runtime failure: one line, exit 1 (``user_errors`` handles config and database)."""
+    from trustcam.storage.vault import VaultError
+
+    try:
+        yield
+    except VaultError as exc:
+        error(exc)
+        raise typer.Exit(1) from None
+
+
+@keys_app.command("rotate")
+def keys_rotate(config: RequiredConfig) -> None:
+    """Replace the KEK and re-wrap every data key; video files are not re-encrypted."""
+    from trustcam.storage.database import open_database
+    from trustcam.storage.keys import rotate_kek
+
+    with user_errors(), _vault_errors():
+        settings = settings_from(config)
+        report = rotate_kek(settings.vault, open_database(settings.resolved_database_url))
+        typer.echo(f"KEK rotated to {report.new_id} (previous: {', '.join(report.old_ids) or 'none'}): "
+                   f"{report.segments} segment key(s) and {report.blobs} snapshot key(s) re-wrapped")
+        for path in report.removed:
+            typer.echo(f"removed retired KEK {path}")
+        for key_id, count in report.kept.items():
+            typer.echo(f"kept retired KEK {key_id}: {count} data key(s) still use it")
+        for problem in report.problems:
+            error(problem)
+        if report.problems:
+            raise typer.Exit(1)
+
+
+@evidence_app.command("export")
+def evidence_export(
+    event_id: Annotated[str, typer.Argument(help="Event id (from the database).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle to write (a .zip file).")],
+    config: RequiredConfig,
+    margin: Annotated[float, typer.Option(help="Seconds of footage before and after the event.")] = 5.0,
+) -> None:
+    """Write an event's evidence bundle: clips, manifest, hash-chain excerpt, signed checkpoint, public key."""
+    from trustcam.storage.database import open_database
+    from trustcam.storage.evidence import export_event
+    from trustcam.storage.vault import Vault, public_key_fingerprint
+
+    with user_errors(), _vault_errors():
+        settings = settings_from(config)
+        engine = open_database(settings.resolved_database_url)
+        vault = Vault(settings.vault, engine)
+        path = export_event(vault, engine, event_id, out, margin_s=margin)
+        typer.echo(f"{path}: evidence bundle written and verified")
+        typer.echo(f"public key fingerprint: {public_key_fingerprint(vault.public_key)}")
+
+
+@evidence_app.command("verify")
+def evidence_verify(
+    bundle: Annotated[Path, typer.Argument(help="Evidence bundle (.zip).")],
+    fingerprint: Annotated[str | None, typer.Option(help="The operator's published key fingerprint (sha256 hex).")]
+    = None,
+) -> None:
+    """Check a bundle using only its own contents; exit 0 and VERIFIED, or exit 1 and each problem."""
+    from trustcam.storage.evidence import verify_bundle
+
+    if not bundle.is_file():
+        error(f"{bundle}: not found; pass the evidence bundle (.zip) to verify")
+        raise typer.Exit(1)
+    report = verify_bundle(bundle, expected_fingerprint=fingerprint)
+    if report.ok:
+        typer.echo("VERIFIED")
+        for fact in report.facts:
+            typer.echo(f"  {fact}")
+        return
+    typer.echo(f"NOT VERIFIED: {len(report.problems)} problem(s)")
+    for problem in report.problems:
+        typer.echo(f"  {problem}")
+    raise typer.Exit(1)
+
+
+@evidence_app.command("chain")
+def evidence_chain(
+    config: RequiredConfig,
+    camera: Annotated[str | None, typer.Option(help="Only this camera (default: all).")] = None,
+    deep: Annotated[bool, typer.Option(help="Also decrypt every segment and compare its sha256 (slow).")] = False,
+) -> None:
+    """Verify the hash chains, checkpoint signatures and files of the vault; exit 1 on any problem."""
+    from trustcam.storage.database import open_database
+    from trustcam.storage.vault import Vault
+
+    with user_errors(), _vault_errors():
+        settings = settings_from(config)
+        vault = Vault(settings.vault, open_database(settings.resolved_database_url))
+        cameras = [camera] if camera else vault.cameras()
+        if camera and camera not in vault.cameras():
+            raise ConfigError(f"--camera {camera}: no recording of this camera in the vault "
+                              f"(cameras: {', '.join(vault.cameras()) or 'none'})")
+        problems = vault.verify_chain(camera, deep=deep)
+        for problem in problems:
+            typer.echo(problem)
+        if problems:
+            say(f"chain verification failed: {len(problems)} problem(s)")
+            raise typer.Exit(1)
+        typer.echo(f"chain OK: {', '.join(cameras) or 'no recordings yet'}"
+                   + (" (every segment decrypted and re-hashed)" if deep else ""))
