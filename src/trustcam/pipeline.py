@@ -15,7 +15,7 @@ import numpy as np
 
 from trustcam.bus import Bus
 from trustcam.config.schema import CameraConfig, ObjectsConfig, Settings
-from trustcam.events.builder import EventBuilder
+from trustcam.events.builder import EventBuilder, SnapshotStore
 from trustcam.events.model import SceneChanged
 from trustcam.ingest.frame import Frame
 from trustcam.rules.engine import RuleEngine
@@ -63,7 +63,7 @@ def _overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
 
 class CameraPipeline:
     def __init__(self, name: str, camera: CameraConfig, settings: Settings, detector: Detector, bus: Bus,
-                 snapshot_dir: Path | None) -> None:
+                 snapshot_dir: Path | None, snapshot_store: SnapshotStore | None = None) -> None:
         self.name = name
         self.camera = camera
         self.settings = settings
@@ -73,7 +73,7 @@ class CameraPipeline:
         self.tracker = ObjectTracker(settings.tracker, camera.detect.fps)
         self.events = EventBuilder(
             name, camera.objects, bus, model_name=detector.name, model_sha256=detector.sha256,
-            snapshot_dir=snapshot_dir, lost_after_s=settings.tracker.lost_after_s,
+            snapshot_dir=snapshot_dir, lost_after_s=settings.tracker.lost_after_s, snapshot_store=snapshot_store,
         )
         self.stats = PipelineStats()
         self._rules: RuleEngine | None = None

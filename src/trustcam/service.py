@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from trustcam.bus import Bus
 from trustcam.config.schema import CameraConfig, Settings
+from trustcam.events.builder import SnapshotStore
 from trustcam.events.model import EventEnded
 from trustcam.ingest.frame import Frame
 from trustcam.ingest.source import DecodeReport, SourceError, VideoSource, source_kind
@@ -149,7 +150,7 @@ class CameraWorker(threading.Thread):
     """
 
     def __init__(self, name: str, camera: CameraConfig, settings: Settings, bus: Bus, snapshot_dir: Path,
-                 vault: SegmentStore | SegmentSink | None = None) -> None:
+                 vault: SegmentStore | SegmentSink | None = None, snapshot_store: SnapshotStore | None = None) -> None:
         super().__init__(name=f"camera-{name}", daemon=True)
         self.camera_name = name
         self.recorder = (Recorder(name, camera.record, vault, bus)
@@ -158,7 +159,8 @@ class CameraWorker(threading.Thread):
                                  timeout_s=camera.timeout_s, rtsp_transport=camera.rtsp_transport,
                                  packet_tap=self.recorder.on_packet if self.recorder else None,
                                  connection_tap=self.recorder.on_connection if self.recorder else None)
-        self.pipeline = CameraPipeline(name, camera, settings, build_detector(settings), bus, snapshot_dir)
+        self.pipeline = CameraPipeline(name, camera, settings, build_detector(settings), bus, snapshot_dir,
+                                       snapshot_store)
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -204,6 +206,7 @@ class Service:
         self.recovery = None
         self.retention = None
         sink = None
+        snapshot_store = None
         if self.vault is not None:
             from trustcam.storage.recovery import recover
             from trustcam.storage.retention import GuardedVault, RetentionWorker, StorageAlert, StorageGuard
@@ -215,7 +218,12 @@ class Service:
             guard = StorageGuard(self.vault, settings, self.bus.publish)
             self.retention = RetentionWorker(self.vault, settings, publish=self.bus.publish, guard=guard)
             sink = GuardedVault(self.vault, guard)
-        self.workers = [CameraWorker(name, cam, settings, self.bus, snapshots, sink)
+            vault = self.vault
+
+            def snapshot_store(camera: str, _event_id: str, jpeg: bytes) -> str:
+                return vault.store_blob(camera, jpeg)  # snapshots are encrypted at rest like the footage
+
+        self.workers = [CameraWorker(name, cam, settings, self.bus, snapshots, sink, snapshot_store)
                         for name, cam in cameras.items()]
 
     def start(self) -> None:

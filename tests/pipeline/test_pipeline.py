@@ -174,3 +174,29 @@ def test_quiet_place_check_can_be_disabled(person_video: Path, yolox) -> None:
         image[30:90, 30:110] = 255 * (i % 2) if i % 4 < 2 else 128  # a flickering screen
         detected += bool(pipeline.process(Frame.from_image(image, i, i * 0.2)).regions)
     assert detected >= 17
+
+
+def test_snapshots_go_encrypted_into_the_vault_when_recording(person_video: Path, yolox, tmp_path: Path) -> None:
+    from trustcam.config.schema import VaultConfig
+    from trustcam.storage.database import open_database
+    from trustcam.storage.vault import Vault
+
+    config = VaultConfig(root=tmp_path / "rec", key_file=tmp_path / "keys" / "kek",
+                         signing_key_file=tmp_path / "keys" / "sign")
+    vault = Vault(config, open_database(f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    events: list = []
+    bus = Bus()
+    bus.subscribe(EventEnded, lambda m: events.append(m.event))
+    pipeline = CameraPipeline("office", CameraConfig(source="x", objects={"track": ["person"]}), Settings(), yolox,
+                              bus, tmp_path / "plain", lambda camera, _id, jpeg: vault.store_blob(camera, jpeg))
+    for frame in VideoSource(str(person_video), fps=5).frames():
+        pipeline.process(frame)
+        if frame.time > 12:
+            break
+    pipeline.close()
+    assert len(events) == 1 and events[0].snapshot.endswith(".blob")
+    stored = (tmp_path / "rec" / events[0].snapshot).read_bytes()
+    assert b"JFIF" not in stored  # encrypted at rest
+    jpeg = vault.read_blob(events[0].snapshot)
+    assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (432, 768, 3)
+    assert not (tmp_path / "plain").exists()  # no plain copy

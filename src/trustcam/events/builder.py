@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 from trustcam.bus import Bus
 from trustcam.config.schema import ObjectsConfig
 from trustcam.events.model import Event, EventEnded, EventStarted, RuleTriggered
-from trustcam.events.snapshot import write_snapshot
+from trustcam.events.snapshot import render_snapshot, write_snapshot
 from trustcam.rules.engine import RuleHit
 from trustcam.vision.tracker import TrackedObject
 
@@ -36,15 +37,20 @@ class _Candidate:
     event: Event | None = None
 
 
+SnapshotStore = Callable[[str, str, bytes], str]
+"""``store(camera, event_id, jpeg) -> reference``: the encrypted vault when recording, instead of a plain file."""
+
+
 class EventBuilder:
     def __init__(self, camera: str, objects: ObjectsConfig, bus: Bus, *, model_name: str, model_sha256: str,
-                 snapshot_dir: Path | None, lost_after_s: float) -> None:
+                 snapshot_dir: Path | None, lost_after_s: float, snapshot_store: SnapshotStore | None = None) -> None:
         self.camera = camera
         self.objects = objects
         self.bus = bus
         self.model_name = model_name
         self.model_sha256 = model_sha256
         self.snapshot_dir = snapshot_dir
+        self.snapshot_store = snapshot_store
         self.lost_after_s = lost_after_s
         self._tracks: dict[int, _Candidate] = {}
 
@@ -114,8 +120,11 @@ class EventBuilder:
         for hit in cand.hits[len(event.rules):]:
             event.rules.append(hit)
             self.bus.publish(RuleTriggered(event, hit))
-        if self.snapshot_dir is not None and cand.best_image is not None:
+        caption = f"{event.label} {event.best_score:.2f}"
+        if self.snapshot_store is not None and cand.best_image is not None:
+            jpeg = render_snapshot(cand.best_image, event.best_box, caption)
+            event.snapshot = self.snapshot_store(self.camera, event.id, jpeg)
+        elif self.snapshot_dir is not None and cand.best_image is not None:
             path = self.snapshot_dir / self.camera / f"{event.id}.jpg"
-            caption = f"{event.label} {event.best_score:.2f}"
             event.snapshot = str(write_snapshot(cand.best_image, event.best_box, caption, path))
         self.bus.publish(EventEnded(event))
