@@ -126,3 +126,23 @@ def evidence_chain(
             raise typer.Exit(1)
         typer.echo(f"chain OK: {', '.join(cameras) or 'no recordings yet'}"
                    + (" (every segment decrypted and re-hashed)" if deep else ""))
+
+
+@evidence_app.command("hold")
+def evidence_hold(
+    event_id: Annotated[str, typer.Argument(help="Event whose footage must be kept.")],
+    config: RequiredConfig,
+    release: Annotated[bool, typer.Option("--release", help="Lift the hold instead.")] = False,
+) -> None:
+    """Put an event's footage on legal hold (never expired, never evicted), or release it."""
+    from trustcam.storage.database import open_database
+    from trustcam.storage.retention import hold_event
+
+    with user_errors(), _vault_errors():
+        settings = settings_from(config)
+        try:
+            changed = hold_event(open_database(settings.resolved_database_url), event_id, held=not release)
+        except KeyError:
+            raise ConfigError(f"event {event_id}: no such event in {settings.resolved_database_url}") from None
+        verb = "released" if release else "held"
+        typer.echo(f"event {event_id} {verb}: {len(changed)} segment(s) changed")
