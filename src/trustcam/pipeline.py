@@ -16,11 +16,12 @@ import numpy as np
 from trustcam.bus import Bus
 from trustcam.config.schema import CameraConfig, ObjectsConfig, Settings
 from trustcam.events.builder import EventBuilder, SnapshotStore
-from trustcam.events.model import SceneChanged
+from trustcam.events.model import MotionWhileBlind, SceneChanged
 from trustcam.ingest.frame import Frame
 from trustcam.rules.engine import RuleEngine
 from trustcam.vision.detections import Detections, iou_matrix
 from trustcam.vision.detectors.base import Detector
+from trustcam.vision.detectors.failover import DetectorFailure
 from trustcam.vision.frame_detector import FrameDetector
 from trustcam.vision.labels import COCO_LABELS
 from trustcam.vision.motion import MotionDetector, polygon_mask
@@ -36,6 +37,7 @@ class PipelineStats:
     detector_seconds: float = 0.0
     scene_changes: int = 0
     events: int = 0
+    blind_frames: int = 0
 
     @property
     def detect_fraction(self) -> float:
@@ -132,7 +134,15 @@ class CameraPipeline:
             self.stats.frames_detected += 1
             calls = self.detector.detector.calls
             start = clock.perf_counter()
-            dets = self.detector.detect_full(frame) if full else self.detector.detect_regions(frame, regions)
+            try:
+                dets = self.detector.detect_full(frame) if full else self.detector.detect_regions(frame, regions)
+            except DetectorFailure:  # AI blind: keep tracking what we had, say so, never stop the camera
+                dets = Detections.empty()
+                self.stats.blind_frames += 1
+                if motion.boxes and self.camera.on_detector_failure == "fail_open":
+                    self.bus.publish(MotionWhileBlind(self.name, now, tuple(motion.boxes)))
+            active = self.detector.detector
+            self.events.model_name, self.events.model_sha256 = active.name, active.sha256  # after a failover too
             self.stats.detector_seconds += clock.perf_counter() - start
             self.stats.detector_calls += self.detector.detector.calls - calls
             dets = self._filter(dets, frame.width * frame.height)

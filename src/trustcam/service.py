@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,15 +20,18 @@ from typing import TYPE_CHECKING
 from trustcam.bus import Bus
 from trustcam.config.schema import CameraConfig, Settings
 from trustcam.events.builder import SnapshotStore
-from trustcam.events.model import EventEnded
+from trustcam.events.model import CameraCoverage, EventEnded, MotionWhileBlind
 from trustcam.ingest.frame import Frame
 from trustcam.ingest.source import DecodeReport, SourceError, VideoSource, source_kind
 from trustcam.ingest.stream import LiveStream
+from trustcam.monitor.health import HealthAlert, HealthCleared, HealthMonitor
+from trustcam.monitor.tamper import TamperAlert, TamperCleared, TamperDetector
 from trustcam.pipeline import CameraPipeline
 from trustcam.storage.database import open_database
 from trustcam.storage.event_store import EventStore
 from trustcam.storage.recorder import Recorder, SegmentSink, SegmentStore
 from trustcam.vision.detectors.base import Detector
+from trustcam.vision.detectors.failover import CoverageChange, FailoverDetector, ProcessDetector
 from trustcam.vision.detectors.onnx_models import load_detector
 
 if TYPE_CHECKING:
@@ -41,6 +44,19 @@ _END = object()
 def build_detector(settings: Settings) -> Detector:
     cfg = settings.detector
     return load_detector(cfg.model, threads=cfg.threads, score_threshold=cfg.score_threshold)
+
+
+def build_supervised_detector(settings: Settings, on_change: Callable[[CoverageChange], None]) -> Detector:
+    """For live cameras: the primary model in its own process (a hang or crash cannot take the camera down),
+    failing over within ``call_deadline_s`` to the backups, which run in-process."""
+    cfg = settings.detector
+    if not cfg.failover:
+        return build_detector(settings)
+    primary = ProcessDetector(cfg.model, threads=cfg.threads, score_threshold=cfg.score_threshold,
+                              deadline_s=cfg.call_deadline_s)
+    backups = [load_detector(name, threads=cfg.threads, score_threshold=cfg.score_threshold)
+               for name in cfg.failover if name != cfg.model]
+    return FailoverDetector(primary, backups, on_change=on_change)  # type: ignore[return-value]
 
 
 def detect_size(camera: CameraConfig) -> tuple[int, int] | None:
@@ -159,8 +175,12 @@ class CameraWorker(threading.Thread):
                                  timeout_s=camera.timeout_s, rtsp_transport=camera.rtsp_transport,
                                  packet_tap=self.recorder.on_packet if self.recorder else None,
                                  connection_tap=self.recorder.on_connection if self.recorder else None)
-        self.pipeline = CameraPipeline(name, camera, settings, build_detector(settings), bus, snapshot_dir,
-                                       snapshot_store)
+        detector = build_supervised_detector(settings, lambda change: bus.publish(CameraCoverage(name, change)))
+        self.pipeline = CameraPipeline(name, camera, settings, detector, bus, snapshot_dir, snapshot_store)
+        self.bus = bus
+        # offline = no picture for two connection timeouts: one slow reconnect is not yet an outage
+        self.health = HealthMonitor(name, camera.detect.fps, offline_after_s=max(5.0, 2 * camera.timeout_s))
+        self.tamper = TamperDetector(name, confirm_s=camera.tamper.confirm_s) if camera.tamper.enabled else None
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -174,6 +194,10 @@ class CameraWorker(threading.Thread):
         recorder = self.recorder
         try:
             for frame in _threaded(frames, 2, True, self._stop_event, []):
+                for health_event in self.health.on_frame(frame.time, time.time()):
+                    self.bus.publish(health_event)
+                for tamper_event in self.tamper.update(frame) if self.tamper is not None else ():
+                    self.bus.publish(tamper_event)
                 result = self.pipeline.process(frame)
                 if recorder is not None:
                     recorder.on_frame_result(frame.time, bool(result.motion_boxes))
@@ -181,6 +205,9 @@ class CameraWorker(threading.Thread):
             log.exception("camera %s: pipeline failed", self.camera_name)
         finally:
             self.pipeline.close()  # publishes the last EventEnded messages, which the recorder still needs
+            close_detector = getattr(self.pipeline.detector.detector, "close", None)
+            if close_detector is not None:
+                close_detector()  # the detector child process
             if recorder is not None:
                 recorder.close()
 
@@ -196,6 +223,16 @@ class Service:
         self.store.attach(self.bus)
         self.bus.subscribe(EventEnded, lambda m: log.info("event %s: %s on %s (%.2f)", m.event.id,
                                                           m.event.label, m.event.camera, m.event.best_score))
+        self.bus.subscribe(CameraCoverage, lambda m: log.warning(
+            "camera %s: AI coverage %s (%s; now %s)", m.camera, m.change.state, m.change.reason,
+            m.change.active or "no detector"))
+        self.bus.subscribe(HealthAlert, lambda m: log.warning("camera health: %s", m.message))
+        self.bus.subscribe(HealthCleared, lambda m: log.info("camera %s: %s cleared", m.camera, m.kind))
+        self.bus.subscribe(TamperAlert, lambda m: log.warning("camera %s tampered (%s): %s", m.camera, m.kind,
+                                                              m.message))
+        self.bus.subscribe(TamperCleared, lambda m: log.warning("camera %s: %s cleared", m.camera, m.kind))
+        self.bus.subscribe(MotionWhileBlind, lambda m: log.warning(
+            "camera %s: motion while no detector works (fail-open alert)", m.camera))
         snapshots = settings.data_dir / "snapshots"
         cameras = {name: cam for name, cam in settings.cameras.items() if cam.enabled}
         self.vault: Vault | None = None
@@ -242,6 +279,13 @@ class Service:
                 worker.recorder.close()
         if self.retention is not None:
             self.retention.stop()
+
+    def check_health(self) -> None:
+        """Publish camera health alerts (offline, stalled, low fps, reconnect storm); call about once a second."""
+        now = time.time()
+        for worker in self.workers:
+            for health_event in worker.health.check(worker.stream.stats, now):
+                self.bus.publish(health_event)
 
     def status_lines(self) -> list[str]:
         """One line per camera: stream health and analysis counters."""

@@ -103,10 +103,49 @@ def test_run_survives_an_unreachable_camera(installed_models: None, tmp_path: Pa
         "    source: rtsp://admin:hunter2@127.0.0.1:1/stream\n"
         "    timeout_s: 1\n"
     )
-    returncode, stderr = run_then_sigterm(config, 5)  # still running, retrying, when SIGTERM comes
+    returncode, stderr = run_then_sigterm(config, 12)  # still running, retrying, when SIGTERM comes
     assert returncode == 0, stderr
+    assert "camera health: gate: never connected" in stderr  # the health monitor raised it
     status = next(line for line in stderr.splitlines() if line.startswith("gate:"))
     assert "disconnected" in status and "Connection refused" in status
     reconnects = int(status.split(" reconnects")[0].rsplit(" ", 1)[1])
     assert reconnects >= 2
     assert "hunter2" not in stderr  # credentials never leak into messages
+
+
+def test_run_fails_over_when_the_detector_process_dies(person_video: Path, installed_models: None,
+                                                       tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data_dir: {tmp_path / 'data'}\ncameras:\n  office:\n    source: {person_video}\n")
+    process = subprocess.Popen([*CLI, "-v", "run", "--config", str(config)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(6)
+        children = subprocess.run(["pgrep", "-P", str(process.pid), "-f", "spawn_main"], capture_output=True,
+                                  text=True).stdout.split()
+        assert children, "the primary detector runs in its own process"
+        os.kill(int(children[0]), signal.SIGKILL)
+        time.sleep(4)
+        assert process.poll() is None  # the camera carries on
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert "AI coverage degraded" in stderr and "now nanodet-m-320" in stderr
+    assert "AI coverage restored" in stderr  # the primary was restarted and took over again
+
+
+def test_run_reports_a_covered_lens(person_video: Path, installed_models: None, tmp_path: Path) -> None:
+    covered = tmp_path / "covered.mp4"  # the real clip, with the lens covered (black) from 8 s on
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(person_video), "-t", "16", "-vf",
+                    "drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:enable='gte(t,8)'", "-an", "-c:v", "libx264",
+                    "-preset", "ultrafast", str(covered)], check=True, timeout=120)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data_dir: {tmp_path / 'data'}\ndetector: {{failover: []}}\n"
+                      f"cameras:\n  office:\n    source: {covered}\n    tamper: {{confirm_s: 2}}\n")
+    returncode, stderr = run_then_sigterm(config, 16)
+    assert returncode == 0, stderr
+    assert "camera office tampered (covered)" in stderr
+    assert "tampered (moved)" not in stderr and "tampered (frozen)" not in stderr

@@ -2,4 +2,5 @@
 
 from trustcam.cli import app
 
-app()
+if __name__ == "__main__":  # detector child processes (spawn) import this module again: never re-run the app
+    app()

@@ -124,6 +124,7 @@ def run(config: Annotated[Path, typer.Option("--config", "-c", help="YAML config
         say(f"running {len(service.workers)} camera(s); events in {settings.resolved_database_url}")
         ticks = 0
         while not stop.wait(1.0):
+            service.check_health()
             ticks += 1
             if ticks % 60 == 0:
                 for line in service.status_lines():

@@ -280,6 +280,11 @@ class RecordConfig(StrictModel):
     retention: RetentionConfig | None = Field(None, description="Overrides the vault's retention for this camera.")
 
 
+class TamperConfig(StrictModel):
+    enabled: bool = Field(True, description="Detect covered, defocused, moved, blinded, frozen or looped video.")
+    confirm_s: float = Field(3.0, gt=0, le=120, description="A tamper condition must last this long to alert.")
+
+
 class CameraConfig(StrictModel):
     source: str = Field(
         description="rtsp://…, http(s)://…, a video file path, or /dev/videoN (USB/V4L2)."
@@ -293,6 +298,12 @@ class CameraConfig(StrictModel):
     zones: dict[str, ZoneConfig] = Field(default_factory=dict, description="Named polygons used by rules.")
     rules: list[Rule] = Field(default_factory=list, description="Zone entry, loitering and line-crossing rules.")
     record: RecordConfig = Field(default_factory=RecordConfig, description="Recording into the evidence vault.")
+    tamper: TamperConfig = Field(default_factory=TamperConfig, description="Camera tamper detection.")
+    on_detector_failure: Literal["fail_open", "fail_closed"] = Field(
+        "fail_open",
+        description="When no detector is left (AI blind): fail_open raises an alert for any motion; fail_closed "
+        "only raises the AI-blind alert.",
+    )
 
     @field_validator("zones")
     @classmethod
@@ -318,6 +329,14 @@ class CameraConfig(StrictModel):
 
 class DetectorConfig(StrictModel):
     model: str = Field("yolox-nano", description="Catalog name of the detector model (`trustcam models list`).")
+    failover: list[str] = Field(
+        default_factory=lambda: ["nanodet-m-320"],
+        description="`trustcam run`: backup models (architecturally different) that take over within a second when "
+        "the primary, run in its own process, hangs or crashes. Empty = no failover, primary in-process.",
+    )
+    call_deadline_s: float = Field(
+        0.8, gt=0, le=30, description="A detector call that takes longer counts as hung and fails over."
+    )
     threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads per detector.")
     score_threshold: float = Field(
         0.3, ge=0.01, le=1, description="Lowest score the detector reports (trackers use weak detections too)."

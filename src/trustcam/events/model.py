@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from trustcam.config.schema import ThreatLevel
 from trustcam.rules.engine import RuleHit
+from trustcam.vision.detectors.failover import CoverageChange
 
 
 @dataclass
@@ -76,3 +77,20 @@ class SceneChanged:
     time: float
     reason: str
     changed_fraction: float
+
+
+@dataclass(frozen=True)
+class MotionWhileBlind:
+    """No detector is working and something moves: with ``on_detector_failure: fail_open`` this is an alert."""
+
+    camera: str
+    time: float
+    boxes: tuple[tuple[int, int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class CameraCoverage:
+    """A camera's AI coverage changed: degraded (on a backup detector), blind (none left) or restored."""
+
+    camera: str
+    change: CoverageChange

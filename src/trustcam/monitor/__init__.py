@@ -1,0 +1,1 @@
+"""Camera health monitors: tamper detection (covered, defocused, moved, blinded, frozen, looped)."""
