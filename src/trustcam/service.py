@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trustcam.bus import Bus
-from trustcam.config.schema import CameraConfig, Settings
+from trustcam.config.schema import CameraConfig, DriftConfig, Settings
 from trustcam.events.builder import SnapshotStore
 from trustcam.events.model import CameraCoverage, EventEnded, MotionWhileBlind
 from trustcam.ingest.frame import Frame
 from trustcam.ingest.source import DecodeReport, SourceError, VideoSource, source_kind
 from trustcam.ingest.stream import LiveStream
+from trustcam.monitor.drift import DriftAlert, DriftMonitor
 from trustcam.monitor.health import HealthAlert, HealthCleared, HealthMonitor
 from trustcam.monitor.tamper import TamperAlert, TamperCleared, TamperDetector
 from trustcam.pipeline import CameraPipeline
@@ -33,6 +34,7 @@ from trustcam.storage.recorder import Recorder, SegmentSink, SegmentStore
 from trustcam.vision.detectors.base import Detector
 from trustcam.vision.detectors.failover import CoverageChange, FailoverDetector, ProcessDetector
 from trustcam.vision.detectors.onnx_models import load_detector
+from trustcam.vision.tracker import TrackedObject
 
 if TYPE_CHECKING:
     from trustcam.storage.vault import Vault
@@ -158,6 +160,41 @@ def paced(frames: Iterator[Frame], stop: threading.Event) -> Iterator[Frame]:
         yield frame
 
 
+class DriftWatch:
+    """Learns a camera's baseline on first start (then keeps it across restarts) and checks drift periodically."""
+
+    def __init__(self, camera: str, config: DriftConfig, path: Path, bus: Bus) -> None:
+        self.config = config
+        self.path = path
+        self.bus = bus
+        self.monitor = DriftMonitor(camera, window_s=config.window_s, min_samples=config.min_samples)
+        if path.is_file():
+            try:
+                self.monitor = DriftMonitor.load(camera, path)
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("camera %s: drift baseline %s unreadable (%s); learning a new one", camera, path, exc)
+        self._learning_since: float | None = None
+        self._last_check = 0.0
+
+    def on_frame(self, frame: Frame, objects: list[TrackedObject]) -> None:
+        self.monitor.observe(frame, objects)
+        if not self.monitor.baseline:
+            self._learning_since = self._learning_since if self._learning_since is not None else frame.time
+            if frame.time - self._learning_since >= self.config.learn_s:
+                self.monitor.freeze_baseline()
+                self.save()
+                log.info("camera %s: drift baseline learned (%s)", self.monitor.camera, self.path)
+        elif frame.time - self._last_check >= self.config.check_every_s:
+            self._last_check = frame.time
+            for alert in self.monitor.check(frame.time):
+                self.bus.publish(alert)
+
+    def save(self) -> None:
+        if self.monitor.baseline:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.monitor.save(self.path)
+
+
 class CameraWorker(threading.Thread):
     """Runs one live camera until stopped; never exits on camera errors (the stream reconnects).
 
@@ -181,6 +218,8 @@ class CameraWorker(threading.Thread):
         # offline = no picture for two connection timeouts: one slow reconnect is not yet an outage
         self.health = HealthMonitor(name, camera.detect.fps, offline_after_s=max(5.0, 2 * camera.timeout_s))
         self.tamper = TamperDetector(name, confirm_s=camera.tamper.confirm_s) if camera.tamper.enabled else None
+        self.drift = DriftWatch(name, camera.drift, settings.data_dir / "drift" / f"{name}.json", bus) \
+            if camera.drift.enabled else None
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -199,11 +238,15 @@ class CameraWorker(threading.Thread):
                 for tamper_event in self.tamper.update(frame) if self.tamper is not None else ():
                     self.bus.publish(tamper_event)
                 result = self.pipeline.process(frame)
+                if self.drift is not None:
+                    self.drift.on_frame(frame, result.objects)
                 if recorder is not None:
                     recorder.on_frame_result(frame.time, bool(result.motion_boxes))
         except Exception:
             log.exception("camera %s: pipeline failed", self.camera_name)
         finally:
+            if self.drift is not None:
+                self.drift.save()
             self.pipeline.close()  # publishes the last EventEnded messages, which the recorder still needs
             close_detector = getattr(self.pipeline.detector.detector, "close", None)
             if close_detector is not None:
@@ -230,6 +273,7 @@ class Service:
         self.bus.subscribe(HealthCleared, lambda m: log.info("camera %s: %s cleared", m.camera, m.kind))
         self.bus.subscribe(TamperAlert, lambda m: log.warning("camera %s tampered (%s): %s", m.camera, m.kind,
                                                               m.message))
+        self.bus.subscribe(DriftAlert, lambda m: log.warning("camera %s drift: %s", m.camera, m.message))
         self.bus.subscribe(TamperCleared, lambda m: log.warning("camera %s: %s cleared", m.camera, m.kind))
         self.bus.subscribe(MotionWhileBlind, lambda m: log.warning(
             "camera %s: motion while no detector works (fail-open alert)", m.camera))

@@ -149,3 +149,20 @@ def test_run_reports_a_covered_lens(person_video: Path, installed_models: None, 
     assert returncode == 0, stderr
     assert "camera office tampered (covered)" in stderr
     assert "tampered (moved)" not in stderr and "tampered (frozen)" not in stderr
+
+
+def test_run_reports_drift_after_learning_a_baseline(person_video: Path, installed_models: None,
+                                                      tmp_path: Path) -> None:
+    dark = tmp_path / "dark.mp4"  # the real clip; from 12 s on the lights go out (night without IR)
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(person_video), "-t", "26", "-vf",
+                    "eq=brightness=-0.45:contrast=0.5:enable='gte(t,12)'", "-an", "-c:v", "libx264",
+                    "-preset", "ultrafast", str(dark)], check=True, timeout=120)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\ndetector: {{failover: []}}\ncameras:\n  office:\n    source: {dark}\n"
+        "    tamper: {enabled: false}\n"
+        "    drift: {learn_s: 8, window_s: 6, check_every_s: 2, min_samples: 20}\n")
+    returncode, stderr = run_then_sigterm(config, 26)
+    assert returncode == 0, stderr
+    assert "camera office drift:" in stderr and "brightness" in stderr, stderr[-2000:]
+    assert (tmp_path / "data" / "drift" / "office.json").is_file()  # the baseline survives a restart

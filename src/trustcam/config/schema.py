@@ -285,6 +285,17 @@ class TamperConfig(StrictModel):
     confirm_s: float = Field(3.0, gt=0, le=120, description="A tamper condition must last this long to alert.")
 
 
+class DriftConfig(StrictModel):
+    enabled: bool = Field(True, description="Compare image statistics, scores and detection rates with a baseline.")
+    learn_s: float = Field(
+        86400.0, gt=0, description="Seconds of footage learned as the baseline after the first start (kept in "
+        "<data_dir>/drift/<camera>.json; delete it to learn again)."
+    )
+    window_s: float = Field(600.0, gt=0, description="Recent footage compared with the baseline.")
+    check_every_s: float = Field(60.0, gt=0, description="How often the comparison runs.")
+    min_samples: int = Field(200, ge=10, description="Analysed frames needed on each side before testing.")
+
+
 class CameraConfig(StrictModel):
     source: str = Field(
         description="rtsp://…, http(s)://…, a video file path, or /dev/videoN (USB/V4L2)."
@@ -299,6 +310,7 @@ class CameraConfig(StrictModel):
     rules: list[Rule] = Field(default_factory=list, description="Zone entry, loitering and line-crossing rules.")
     record: RecordConfig = Field(default_factory=RecordConfig, description="Recording into the evidence vault.")
     tamper: TamperConfig = Field(default_factory=TamperConfig, description="Camera tamper detection.")
+    drift: DriftConfig = Field(default_factory=DriftConfig, description="Drift of the scene and of the detector.")
     on_detector_failure: Literal["fail_open", "fail_closed"] = Field(
         "fail_open",
         description="When no detector is left (AI blind): fail_open raises an alert for any motion; fail_closed "
