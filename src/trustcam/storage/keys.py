@@ -131,10 +131,11 @@ def _write_secret(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new file in ``folder`` durable (a crash must not lose the directory entry)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -399,7 +400,7 @@ def rotate_kek(config: VaultConfig, engine: Engine) -> RotationReport:
             tmp.unlink(missing_ok=True)
             _write_secret(tmp, fresh)
             os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             new = LocalKek(fresh)
             keks[new.key_id] = new
     report = RotationReport(old_ids=sorted(k for k in keks if k != new.key_id), new_id=new.key_id)
@@ -424,5 +425,5 @@ def rotate_kek(config: VaultConfig, engine: Engine) -> RotationReport:
                 archived.unlink()
                 report.removed.append(archived)
         if report.removed:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
     return report

@@ -60,6 +60,7 @@ from trustcam.storage.keys import (
     Keyring,
     RotationReport,
     VaultError,
+    fsync_dir,
     load_signing_key,
 )
 from trustcam.storage.schema import CheckpointRow, DeletionRow, EventRow, SegmentRow
@@ -252,14 +253,6 @@ def _check_name(value: str, what: str) -> None:
         raise VaultError(f"{what} {value!r} must be lower-case letters, digits, '_' or '-' (it names a folder)")
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _Sink:
     def __init__(self, base: Path, rel: str) -> None:
         self.base = base
@@ -273,7 +266,7 @@ class _Sink:
         os.fsync(self.handle.fileno())
         self.handle.close()
         os.replace(self.part, self.final)
-        _fsync_dir(self.final.parent)
+        fsync_dir(self.final.parent)
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):
