@@ -6,7 +6,7 @@ SHARED ?= $(abspath ../shared)
 export TRUSTCAM_MODEL_SOURCES ?= $(SHARED)/models
 export TRUSTCAM_DATA_DIR ?= $(SHARED)/data
 export TRUSTCAM_HOME ?= $(CURDIR)/var
-APT_PACKAGES := ffmpeg libgl1 libglib2.0-0 chromium
+APT_PACKAGES := ffmpeg libgl1 libglib2.0-0 chromium mosquitto
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test setup system-deps models lint bench clean
@@ -21,7 +21,8 @@ test: setup models
 setup: system-deps $(VENV)/.installed
 
 # Debian packages the product and its tests need (ffmpeg for test streams, libGL for OpenCV, chromium for
-# the browser tests, driven by Playwright at /usr/bin/chromium).
+# the browser tests, driven by Playwright at /usr/bin/chromium; mosquitto, the MQTT broker the integration
+# tests start on a free port — its system service is not needed).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from trustcam.security.roles import ALWAYS_MFA, Role
 from trustcam.vision.labels import COCO_LABELS
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -296,6 +297,15 @@ class DriftConfig(StrictModel):
     min_samples: int = Field(200, ge=10, description="Analysed frames needed on each side before testing.")
 
 
+class CanaryConfig(StrictModel):
+    enabled: bool = Field(
+        True, description="Periodically composite a real person into a copy of the current frame (never recorded) "
+        "and check that it is detected and its test alert delivered end to end; a miss raises an alert."
+    )
+    every_s: float = Field(300.0, ge=5, description="Seconds between canary probes.")
+    deadline_s: float = Field(10.0, gt=0, le=300, description="Detection + delivery must finish within this.")
+
+
 class CameraConfig(StrictModel):
     source: str = Field(
         description="rtsp://…, http(s)://…, a video file path, or /dev/videoN (USB/V4L2)."
@@ -311,6 +321,7 @@ class CameraConfig(StrictModel):
     record: RecordConfig = Field(default_factory=RecordConfig, description="Recording into the evidence vault.")
     tamper: TamperConfig = Field(default_factory=TamperConfig, description="Camera tamper detection.")
     drift: DriftConfig = Field(default_factory=DriftConfig, description="Drift of the scene and of the detector.")
+    canary: CanaryConfig = Field(default_factory=CanaryConfig, description="End-to-end self-test.")
     on_detector_failure: Literal["fail_open", "fail_closed"] = Field(
         "fail_open",
         description="When no detector is left (AI blind): fail_open raises an alert for any motion; fail_closed "
@@ -409,6 +420,95 @@ class VaultConfig(StrictModel):
     retention: RetentionConfig = Field(default_factory=RetentionConfig, description="Default retention.")
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+class ServerConfig(StrictModel):
+    enabled: bool = Field(True, description="`trustcam run` also serves the web UI and the REST API.")
+    host: str = Field("0.0.0.0", description="Address to listen on.")
+    port: int = Field(8443, ge=1, le=65535, description="The one port (HTTPS unless insecure_http).")
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate; by default a self-signed one is made in <data_dir>/tls/ at first start."
+    )
+    tls_key: Path | None = Field(None, description="PEM private key for tls_cert.")
+    insecure_http: bool = Field(
+        False, description="Serve plain HTTP; refused unless host is a loopback address (use behind a TLS proxy)."
+    )
+    mfa_required_for: list[Role] = Field(
+        default_factory=lambda: sorted(ALWAYS_MFA),
+        description="Roles that must enrol TOTP; admin and auditor always must, add operator/viewer by policy.",
+    )
+    session_idle_minutes: float = Field(30.0, gt=0, le=1440, description="A session unused this long ends.")
+    session_max_hours: float = Field(12.0, gt=0, le=720, description="A session ends this long after login.")
+    login_max_failures: int = Field(5, ge=1, le=100, description="Failed logins (per user or address) before lockout.")
+    lockout_minutes: float = Field(15.0, gt=0, le=1440, description="How long a lockout lasts.")
+    api_token_max_days: int = Field(90, ge=1, le=3650, description="Longest lifetime of an API token.")
+
+    @field_validator("mfa_required_for")
+    @classmethod
+    def _always_mfa(cls, value: list[Role]) -> list[Role]:
+        return sorted(set(value) | ALWAYS_MFA)
+
+    @model_validator(mode="after")
+    def _http_only_on_loopback(self) -> ServerConfig:
+        if self.insecure_http and self.host not in LOOPBACK_HOSTS:
+            raise ValueError(f"insecure_http is allowed only on a loopback host ({', '.join(LOOPBACK_HOSTS)}), "
+                             f"not '{self.host}'; serve HTTPS (the default) or put a TLS proxy in front")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key, or neither (a self-signed pair is then generated)")
+        return self
+
+
+class MqttConfig(StrictModel):
+    enabled: bool = Field(False, description="Publish alerts and availability to an MQTT broker.")
+    host: str = Field("127.0.0.1", description="Broker host.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual with tls).")
+    tls: bool = Field(False, description="Connect with TLS (system CA store).")
+    username: str | None = Field(None, description="Broker user name.")
+    password_file: Path | None = Field(
+        None, description="File holding the broker password (keep it 0600); TRUSTCAM_MQTT_PASSWORD overrides it."
+    )
+    client_id: str = Field("trustcam", description="MQTT client id (unique per trustcam instance).")
+    topic_prefix: str = Field("trustcam", description="Alerts go to <prefix>/<camera>/<kind>; availability to "
+                              "<prefix>/availability.")
+    discovery_prefix: str | None = Field(
+        "homeassistant", description="Home Assistant discovery prefix; null disables discovery messages."
+    )
+    qos: int = Field(1, ge=1, le=2, description="Alerts are published with at least QoS 1 (acknowledged).")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive; the broker publishes the LWT after "
+                             "1.5x this without contact.")
+
+
+class WebhookConfig(StrictModel):
+    name: str = Field(pattern=NAME_PATTERN, description="Short name (shown in the dead-letter queue).")
+    url: str = Field(pattern=r"^https?://", description="http(s) URL receiving a JSON POST per alert.")
+    secret_env: str | None = Field(
+        None, description="Environment variable holding the HMAC-SHA256 secret (X-Trustcam-Signature header)."
+    )
+    secret_file: Path | None = Field(None, description="Or a file holding the secret (keep it 0600).")
+    kinds: list[str] | None = Field(None, description="Alert kinds sent (default: all).")
+    min_severity: Literal["info", "warning", "high", "critical"] = Field("info", description="Lowest severity sent.")
+    timeout_s: float = Field(5.0, gt=0, le=120, description="Per-attempt timeout.")
+    max_attempts: int = Field(8, ge=1, le=100, description="Attempts before the alert goes to the dead-letter queue.")
+    backoff_s: float = Field(2.0, gt=0, le=3600, description="First retry delay; doubles (with jitter) each attempt.")
+    backoff_max_s: float = Field(300.0, gt=0, le=86400, description="Longest delay between attempts.")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> WebhookConfig:
+        if (self.secret_env is None) == (self.secret_file is None):
+            raise ValueError(f"webhook '{self.name}': give exactly one of secret_env or secret_file (every "
+                             "webhook is signed)")
+        return self
+
+
+class AlertsConfig(StrictModel):
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT (Home Assistant conventions).")
+    webhooks: list[WebhookConfig] = Field(default_factory=list, description="Signed webhooks.")
+    heartbeat_s: float = Field(
+        60.0, ge=1, le=86400, description="Every sink gets a heartbeat this often, so a receiver notices silence."
+    )
+
+
 class Settings(StrictModel):
     data_dir: Path = Field(
         Path("var"), description="Database and snapshots live here (relative to the working directory)."
@@ -420,6 +520,8 @@ class Settings(StrictModel):
     tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="Multi-object tracking.")
     assess: AssessConfig = Field(default_factory=AssessConfig, description="Accuracy assessment and model updates.")
     vault: VaultConfig = Field(default_factory=VaultConfig, description="Encrypted, tamper-evident recordings.")
+    server: ServerConfig = Field(default_factory=ServerConfig, description="HTTPS server: web UI and REST API.")
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Where alerts are delivered.")
     cameras: dict[str, CameraConfig] = Field(default_factory=dict, description="Cameras by name.")
 
     @field_validator("cameras")

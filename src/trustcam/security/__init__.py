@@ -1,0 +1,1 @@
+"""Who may do what: users, passwords, MFA, sessions, API tokens, roles and the hash-chained audit log."""

@@ -1,0 +1,1 @@
+"""The HTTPS server: REST API (FastAPI routers) and the plain, build-free web UI in ``static/``."""
