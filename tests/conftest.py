@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -47,3 +52,27 @@ def yolox(installed_models: None) -> Detector:
 @pytest.fixture(scope="session")
 def nanodet(installed_models: None) -> Detector:
     return load_detector("nanodet-m-320")
+
+
+CLI = [sys.executable, "-m", "trustcam.cli"]
+
+
+def _run_then_sigterm(config: Path, seconds: float) -> tuple[int, str]:
+    """Start `trustcam run`, check it is still running after ``seconds``, stop it with SIGTERM."""
+    process = subprocess.Popen([*CLI, "run", "--config", str(config)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(seconds)
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return process.returncode, stderr
+
+
+@pytest.fixture(scope="session")
+def run_then_sigterm() -> Callable[[Path, float], tuple[int, str]]:
+    """``run_then_sigterm(config, seconds) -> (returncode, stderr)``: a real `trustcam run`, stopped like a service."""
+    return _run_then_sigterm

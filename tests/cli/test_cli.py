@@ -17,21 +17,6 @@ REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "trustcam.cli"]
 
 
-def run_then_sigterm(config: Path, seconds: float) -> tuple[int, str]:
-    """Start `trustcam run`, check it is still running after ``seconds``, stop it with SIGTERM."""
-    process = subprocess.Popen([*CLI, "run", "--config", str(config)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(seconds)
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    return process.returncode, stderr
-
-
 def test_help_lists_commands() -> None:
     out = subprocess.run([*CLI, "--help"], capture_output=True, text=True, timeout=60).stdout
     for command in ("detect", "analyze", "run", "models", "config"):
@@ -62,7 +47,7 @@ def test_analyze_missing_file_is_one_clear_line(installed_models: None, tmp_path
 
 
 def test_run_stores_events_and_stops_cleanly_on_sigterm(person_video: Path, installed_models: None,
-                                                        tmp_path: Path) -> None:
+                                                        tmp_path: Path, run_then_sigterm) -> None:
     config = tmp_path / "run.yaml"
     config.write_text(
         f"data_dir: {tmp_path / 'data'}\n"
@@ -94,7 +79,8 @@ def test_models_commands(command: list[str], installed_models: None) -> None:
     assert "yolox-nano" in result.stdout and "nanodet-m-320" in result.stdout
 
 
-def test_run_survives_an_unreachable_camera(installed_models: None, tmp_path: Path) -> None:
+def test_run_survives_an_unreachable_camera(installed_models: None, tmp_path: Path,
+                                           run_then_sigterm) -> None:
     config = tmp_path / "dead.yaml"
     config.write_text(
         f"data_dir: {tmp_path / 'data'}\n"
@@ -114,7 +100,7 @@ def test_run_survives_an_unreachable_camera(installed_models: None, tmp_path: Pa
 
 
 def test_run_fails_over_when_the_detector_process_dies(person_video: Path, installed_models: None,
-                                                       tmp_path: Path) -> None:
+                                                       tmp_path: Path, run_then_sigterm) -> None:
     config = tmp_path / "run.yaml"
     config.write_text(f"data_dir: {tmp_path / 'data'}\ncameras:\n  office:\n    source: {person_video}\n")
     process = subprocess.Popen([*CLI, "-v", "run", "--config", str(config)], stdout=subprocess.PIPE,
@@ -137,7 +123,8 @@ def test_run_fails_over_when_the_detector_process_dies(person_video: Path, insta
     assert "AI coverage restored" in stderr  # the primary was restarted and took over again
 
 
-def test_run_reports_a_covered_lens(person_video: Path, installed_models: None, tmp_path: Path) -> None:
+def test_run_reports_a_covered_lens(person_video: Path, installed_models: None, tmp_path: Path,
+                                    run_then_sigterm) -> None:
     covered = tmp_path / "covered.mp4"  # the real clip, with the lens covered (black) from 8 s on
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(person_video), "-t", "16", "-vf",
                     "drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:enable='gte(t,8)'", "-an", "-c:v", "libx264",
@@ -152,7 +139,7 @@ def test_run_reports_a_covered_lens(person_video: Path, installed_models: None, 
 
 
 def test_run_reports_drift_after_learning_a_baseline(person_video: Path, installed_models: None,
-                                                      tmp_path: Path) -> None:
+                                                      tmp_path: Path, run_then_sigterm) -> None:
     dark = tmp_path / "dark.mp4"  # the real clip; from 12 s on the lights go out (night without IR)
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(person_video), "-t", "26", "-vf",
                     "eq=brightness=-0.45:contrast=0.5:enable='gte(t,12)'", "-an", "-c:v", "libx264",

@@ -9,7 +9,6 @@ import io
 import itertools
 import logging
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -289,7 +288,8 @@ def test_a_failing_tap_never_stops_analysis(car_video: Path, caplog: pytest.LogC
     assert sum("packet tap failed" in r.getMessage() for r in caplog.records) == 1  # logged once, not 377 times
 
 
-def test_trustcam_run_records_into_the_vault(car_video: Path, installed_models: None, tmp_path: Path) -> None:
+def test_trustcam_run_records_into_the_vault(car_video: Path, installed_models: None, tmp_path: Path,
+                                            run_then_sigterm) -> None:
     cfg = tmp_path / "run.yaml"
     cfg.write_text(
         f"data_dir: {tmp_path / 'data'}\n"
@@ -302,17 +302,8 @@ def test_trustcam_run_records_into_the_vault(car_video: Path, installed_models: 
         "    record: {enabled: true, mode: continuous, segment_s: 4}\n"
     )
     started = time.time()
-    process = subprocess.Popen([*CLI, "run", "--config", str(cfg)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(11)
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, stderr
+    returncode, stderr = run_then_sigterm(cfg, 11)
+    assert returncode == 0, stderr
     db = tmp_path / "data" / "trustcam.db"
     with sqlite3.connect(db) as connection:
         rows = connection.execute("select id, camera, seq, start, end, path from segments order by seq").fetchall()
