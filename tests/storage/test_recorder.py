@@ -302,12 +302,12 @@ def test_trustcam_run_records_into_the_vault(car_video: Path, installed_models: 
         "    record: {enabled: true, mode: continuous, segment_s: 4}\n"
     )
     started = time.time()
-    returncode, stderr = run_then_sigterm(cfg, 11)
+    returncode, stderr = run_then_sigterm(cfg, 14)
     assert returncode == 0, stderr
     db = tmp_path / "data" / "trustcam.db"
     with sqlite3.connect(db) as connection:
         rows = connection.execute("select id, camera, seq, start, end, path from segments order by seq").fetchall()
-    # the file plays at real speed for ~8 s after start-up: 4.8 s segments (the keyframe nearest to 4 s), the
+    # the file plays at real speed for ~10 s after start-up: 4.8 s segments (the keyframe nearest to 4 s), the
     # last one closed by SIGTERM
     assert len(rows) >= 2, stderr
     assert [r[2] for r in rows] == list(range(1, len(rows) + 1)) and {r[1] for r in rows} == {"road"}
