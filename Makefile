@@ -11,8 +11,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test setup system-deps models lint bench clean
 
+# The sample clip plays (looping, at its own speed) as a live camera; prints the URL, the certificate fingerprint
+# and, on first start, the setup token for the first admin. Runs until Ctrl-C.
 demo: setup models
-	$(BIN)/trustcam analyze $(TRUSTCAM_DATA_DIR)/videos/one-by-one-person-detection.mp4 --config examples/demo.yaml
+	$(BIN)/trustcam run --config examples/demo.yaml
 
 test: setup models
 	$(BIN)/ruff check src tests bench

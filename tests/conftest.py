@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,22 +58,67 @@ def nanodet(installed_models: None) -> Detector:
 CLI = [sys.executable, "-m", "trustcam.cli"]
 
 
+class RunningTrustcam:
+    """A real `trustcam run` subprocess whose stderr is collected as it comes, so a test can wait for the
+    cameras to start (start-up time varies with the machine) instead of guessing it."""
+
+    def __init__(self, config: Path, *options: str) -> None:
+        self.process = subprocess.Popen([*CLI, *options, "run", "--config", str(config)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._running = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+            if line.startswith("running "):
+                self._running.set()
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
+
+    def wait_running(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._running.wait(0.2):
+            assert self.process.poll() is None, f"trustcam run exited early:\n{self.stderr}"
+            assert time.monotonic() < deadline, f"trustcam run did not start in {timeout} s:\n{self.stderr}"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> tuple[int, str]:
+        """Send ``sig`` (SIGTERM: stop like a service; SIGKILL: a crash) and return (returncode, stderr)."""
+        try:
+            self.process.send_signal(sig)
+            self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait(10)
+        self._reader.join(10)
+        return self.process.returncode, self.stderr
+
+
 def _run_then_sigterm(config: Path, seconds: float) -> tuple[int, str]:
-    """Start `trustcam run`, check it is still running after ``seconds``, stop it with SIGTERM."""
-    process = subprocess.Popen([*CLI, "run", "--config", str(config)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    """Start `trustcam run`, let the cameras run for ``seconds``, check it is still running, stop it with SIGTERM."""
+    run = RunningTrustcam(config)
     try:
+        run.wait_running()
         time.sleep(seconds)
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
+        assert run.process.poll() is None, run.stderr
     finally:
-        if process.poll() is None:
-            process.kill()
-    return process.returncode, stderr
+        returncode, stderr = run.stop()
+    return returncode, stderr
 
 
 @pytest.fixture(scope="session")
 def run_then_sigterm() -> Callable[[Path, float], tuple[int, str]]:
     """``run_then_sigterm(config, seconds) -> (returncode, stderr)``: a real `trustcam run`, stopped like a service."""
     return _run_then_sigterm
+
+
+@pytest.fixture(scope="session")
+def trustcam_run() -> type[RunningTrustcam]:
+    """``trustcam_run(config, *global_options)`` starts a real `trustcam run`; see :class:`RunningTrustcam`."""
+    return RunningTrustcam

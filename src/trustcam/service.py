@@ -17,16 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trustcam.alerts.dispatcher import AlertDispatcher
 from trustcam.bus import Bus
 from trustcam.config.schema import CameraConfig, DriftConfig, Settings
 from trustcam.events.builder import SnapshotStore
-from trustcam.events.model import CameraCoverage, EventEnded, MotionWhileBlind
+from trustcam.events.model import CameraCoverage, EventEnded
 from trustcam.ingest.frame import Frame
 from trustcam.ingest.source import DecodeReport, SourceError, VideoSource, source_kind
 from trustcam.ingest.stream import LiveStream
-from trustcam.monitor.drift import DriftAlert, DriftMonitor
-from trustcam.monitor.health import HealthAlert, HealthCleared, HealthMonitor
-from trustcam.monitor.tamper import TamperAlert, TamperCleared, TamperDetector
+from trustcam.monitor.canary import CanaryMonitor
+from trustcam.monitor.drift import DriftMonitor
+from trustcam.monitor.health import HealthMonitor
+from trustcam.monitor.metrics import Metrics
+from trustcam.monitor.tamper import TamperDetector
 from trustcam.pipeline import CameraPipeline
 from trustcam.storage.database import open_database
 from trustcam.storage.event_store import EventStore
@@ -220,7 +223,12 @@ class CameraWorker(threading.Thread):
         self.tamper = TamperDetector(name, confirm_s=camera.tamper.confirm_s) if camera.tamper.enabled else None
         self.drift = DriftWatch(name, camera.drift, settings.data_dir / "drift" / f"{name}.json", bus) \
             if camera.drift.enabled else None
+        # the canary self-test: a person composited into a copy of a frame, on this camera's detector path
+        self.canary = CanaryMonitor(name, camera, settings.alerts, bus, self.pipeline.detector) \
+            if camera.canary.enabled else None
         self._stop_event = threading.Event()
+        # live view (trustcam.web.live.LiveHub.publish): gets each analysed frame and its objects, keeps references
+        self.on_result: Callable[[str, Frame, list[TrackedObject]], None] | None = None
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -240,6 +248,10 @@ class CameraWorker(threading.Thread):
                 result = self.pipeline.process(frame)
                 if self.drift is not None:
                     self.drift.on_frame(frame, result.objects)
+                if self.canary is not None:
+                    self.canary.on_frame(frame, result.objects)  # probes a copy; this frame stays untouched
+                if self.on_result is not None:
+                    self.on_result(self.camera_name, frame, result.objects)
                 if recorder is not None:
                     recorder.on_frame_result(frame.time, bool(result.motion_boxes))
         except Exception:
@@ -247,6 +259,8 @@ class CameraWorker(threading.Thread):
         finally:
             if self.drift is not None:
                 self.drift.save()
+            if self.canary is not None:
+                self.canary.close()
             self.pipeline.close()  # publishes the last EventEnded messages, which the recorder still needs
             close_detector = getattr(self.pipeline.detector.detector, "close", None)
             if close_detector is not None:
@@ -266,17 +280,9 @@ class Service:
         self.store.attach(self.bus)
         self.bus.subscribe(EventEnded, lambda m: log.info("event %s: %s on %s (%.2f)", m.event.id,
                                                           m.event.label, m.event.camera, m.event.best_score))
-        self.bus.subscribe(CameraCoverage, lambda m: log.warning(
-            "camera %s: AI coverage %s (%s; now %s)", m.camera, m.change.state, m.change.reason,
-            m.change.active or "no detector"))
-        self.bus.subscribe(HealthAlert, lambda m: log.warning("camera health: %s", m.message))
-        self.bus.subscribe(HealthCleared, lambda m: log.info("camera %s: %s cleared", m.camera, m.kind))
-        self.bus.subscribe(TamperAlert, lambda m: log.warning("camera %s tampered (%s): %s", m.camera, m.kind,
-                                                              m.message))
-        self.bus.subscribe(DriftAlert, lambda m: log.warning("camera %s drift: %s", m.camera, m.message))
-        self.bus.subscribe(TamperCleared, lambda m: log.warning("camera %s: %s cleared", m.camera, m.kind))
-        self.bus.subscribe(MotionWhileBlind, lambda m: log.warning(
-            "camera %s: motion while no detector works (fail-open alert)", m.camera))
+        # health, tamper, drift, coverage, rule and storage messages become Alerts: outbox → log, MQTT, webhooks
+        self.alerts = AlertDispatcher(settings, self.engine, self.bus)
+        self.metrics = Metrics(self, self.bus)
         snapshots = settings.data_dir / "snapshots"
         cameras = {name: cam for name, cam in settings.cameras.items() if cam.enabled}
         self.vault: Vault | None = None
@@ -290,12 +296,11 @@ class Service:
         snapshot_store = None
         if self.vault is not None:
             from trustcam.storage.recovery import recover
-            from trustcam.storage.retention import GuardedVault, RetentionWorker, StorageAlert, StorageGuard
+            from trustcam.storage.retention import GuardedVault, RetentionWorker, StorageGuard
 
             self.recovery = recover(self.vault)  # a crash (kill -9) leaves at most the open segment to clean up
             log.log(logging.INFO if self.recovery.ok else logging.WARNING, "vault recovery: %s",
                     self.recovery.summary())
-            self.bus.subscribe(StorageAlert, lambda a: log.warning("storage alert: %s", a.message))
             guard = StorageGuard(self.vault, settings, self.bus.publish)
             self.retention = RetentionWorker(self.vault, settings, publish=self.bus.publish, guard=guard)
             sink = GuardedVault(self.vault, guard)
@@ -308,6 +313,7 @@ class Service:
                         for name, cam in cameras.items()]
 
     def start(self) -> None:
+        self.alerts.start()
         if self.retention is not None:
             self.retention.start()
         for worker in self.workers:
@@ -323,6 +329,7 @@ class Service:
                 worker.recorder.close()
         if self.retention is not None:
             self.retention.stop()
+        self.alerts.stop()  # after the cameras: their last alerts are queued; undelivered ones wait in the outbox
 
     def check_health(self) -> None:
         """Publish camera health alerts (offline, stalled, low fps, reconnect storm); call about once a second."""

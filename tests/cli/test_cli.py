@@ -50,7 +50,7 @@ def test_run_stores_events_and_stops_cleanly_on_sigterm(person_video: Path, inst
                                                         tmp_path: Path, run_then_sigterm) -> None:
     config = tmp_path / "run.yaml"
     config.write_text(
-        f"data_dir: {tmp_path / 'data'}\n"
+        f"data_dir: {tmp_path / 'data'}\nserver: {{enabled: false}}\n"
         "cameras:\n"
         "  office:\n"
         f"    source: {person_video}\n"
@@ -83,7 +83,7 @@ def test_run_survives_an_unreachable_camera(installed_models: None, tmp_path: Pa
                                            run_then_sigterm) -> None:
     config = tmp_path / "dead.yaml"
     config.write_text(
-        f"data_dir: {tmp_path / 'data'}\n"
+        f"data_dir: {tmp_path / 'data'}\nserver: {{enabled: false}}\n"
         "cameras:\n"
         "  gate:\n"
         "    source: rtsp://admin:hunter2@127.0.0.1:1/stream\n"
@@ -100,25 +100,23 @@ def test_run_survives_an_unreachable_camera(installed_models: None, tmp_path: Pa
 
 
 def test_run_fails_over_when_the_detector_process_dies(person_video: Path, installed_models: None,
-                                                       tmp_path: Path, run_then_sigterm) -> None:
+                                                       tmp_path: Path, trustcam_run) -> None:
     config = tmp_path / "run.yaml"
-    config.write_text(f"data_dir: {tmp_path / 'data'}\ncameras:\n  office:\n    source: {person_video}\n")
-    process = subprocess.Popen([*CLI, "-v", "run", "--config", str(config)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    config.write_text(f"data_dir: {tmp_path / 'data'}\nserver: {{enabled: false}}\n"
+                      f"cameras:\n  office:\n    source: {person_video}\n")
+    run = trustcam_run(config, "-v")
     try:
-        time.sleep(6)
-        children = subprocess.run(["pgrep", "-P", str(process.pid), "-f", "spawn_main"], capture_output=True,
+        run.wait_running()
+        time.sleep(3)
+        children = subprocess.run(["pgrep", "-P", str(run.process.pid), "-f", "spawn_main"], capture_output=True,
                                   text=True).stdout.split()
         assert children, "the primary detector runs in its own process"
         os.kill(int(children[0]), signal.SIGKILL)
         time.sleep(4)
-        assert process.poll() is None  # the camera carries on
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
+        assert run.process.poll() is None  # the camera carries on
     finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, stderr
+        returncode, stderr = run.stop()
+    assert returncode == 0, stderr
     assert "AI coverage degraded" in stderr and "now nanodet-m-320" in stderr
     assert "AI coverage restored" in stderr  # the primary was restarted and took over again
 
@@ -130,7 +128,7 @@ def test_run_reports_a_covered_lens(person_video: Path, installed_models: None, 
                     "drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:enable='gte(t,8)'", "-an", "-c:v", "libx264",
                     "-preset", "ultrafast", str(covered)], check=True, timeout=120)
     config = tmp_path / "run.yaml"
-    config.write_text(f"data_dir: {tmp_path / 'data'}\ndetector: {{failover: []}}\n"
+    config.write_text(f"data_dir: {tmp_path / 'data'}\nserver: {{enabled: false}}\ndetector: {{failover: []}}\n"
                       f"cameras:\n  office:\n    source: {covered}\n    tamper: {{confirm_s: 2}}\n")
     returncode, stderr = run_then_sigterm(config, 16)
     assert returncode == 0, stderr
@@ -146,7 +144,8 @@ def test_run_reports_drift_after_learning_a_baseline(person_video: Path, install
                     "-preset", "ultrafast", str(dark)], check=True, timeout=120)
     config = tmp_path / "run.yaml"
     config.write_text(
-        f"data_dir: {tmp_path / 'data'}\ndetector: {{failover: []}}\ncameras:\n  office:\n    source: {dark}\n"
+        f"data_dir: {tmp_path / 'data'}\nserver: {{enabled: false}}\ndetector: {{failover: []}}\n"
+        f"cameras:\n  office:\n    source: {dark}\n"
         "    tamper: {enabled: false}\n"
         "    drift: {learn_s: 8, window_s: 6, check_every_s: 2, min_samples: 20}\n")
     returncode, stderr = run_then_sigterm(config, 26)

@@ -16,18 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from support import free_port
 from trustcam.ingest.source import SourceError, VideoSource
 from trustcam.ingest.stream import Backoff, LiveStream
 
 TIMEOUT_S = 2.0
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command (stream server)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:

@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from trustcam.bus import Bus
 from trustcam.config.schema import ThreatLevel
 from trustcam.events.model import Event, EventEnded
 from trustcam.rules.engine import RuleHit
-from trustcam.storage.database import DatabaseError, open_database
+from trustcam.storage.database import MIGRATIONS, DatabaseError, open_database
 from trustcam.storage.event_store import EventStore
 
 
@@ -24,12 +26,21 @@ def make_event(i: int, camera: str = "front") -> Event:
     )
 
 
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
 def test_migrations_create_schema_and_are_idempotent(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'db' / 'trustcam.db'}"
     engine = open_database(url)
-    assert "events" in inspect(engine).get_table_names()
+    tables = set(inspect(engine).get_table_names())
+    assert {"events", "segments", "alert_outbox", "users", "audit_log", "event_reviews"} <= tables, tables
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head == f"{len(list(MIGRATIONS.glob('versions/0*.py'))):04d}"  # one linear chain, none forgotten
     with engine.connect() as connection:
-        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0002"
+        assert connection.execute(text("select version_num from alembic_version")).scalar() == head
     open_database(url)  # second start: nothing to migrate, nothing lost
 
 

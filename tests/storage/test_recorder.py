@@ -9,7 +9,6 @@ import io
 import itertools
 import logging
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from support import free_port
 from trustcam.bus import Bus
 from trustcam.config.schema import RecordConfig, VaultConfig
 from trustcam.events.model import Event, EventEnded, EventStarted
@@ -216,12 +216,6 @@ def test_a_new_connection_starts_a_new_segment(car_video: Path, vault: Vault) ->
     assert decoded[4].frames == 120 and 30 <= decoded[5].frames < 60
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command (stream server)")
 def test_live_stream_segments_are_wall_clock_and_closed_when_the_stream_stops(car_video: Path, vault: Vault,
                                                                                tmp_path: Path) -> None:
@@ -292,7 +286,7 @@ def test_trustcam_run_records_into_the_vault(car_video: Path, installed_models: 
                                             run_then_sigterm) -> None:
     cfg = tmp_path / "run.yaml"
     cfg.write_text(
-        f"data_dir: {tmp_path / 'data'}\n"
+        f"data_dir: {tmp_path / 'data'}\nserver: {{enabled: false}}\n"
         f"vault: {{root: {tmp_path / 'rec'}, key_file: {tmp_path / 'keys' / 'kek'}, "
         f"signing_key_file: {tmp_path / 'keys' / 'sign'}}}\n"
         "cameras:\n"

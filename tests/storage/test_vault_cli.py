@@ -15,7 +15,7 @@ CLI = [sys.executable, "-m", "trustcam.cli"]
 def config(tmp_path: Path, video: Path) -> Path:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(
-        f"data_dir: {tmp_path / 'data'}\n"
+        f"data_dir: {tmp_path / 'data'}\nserver: {{enabled: false}}\n"
         "vault:\n"
         f"  root: {tmp_path / 'rec'}\n"
         f"  key_file: {tmp_path / 'keys' / 'kek'}\n"
@@ -30,40 +30,31 @@ def config(tmp_path: Path, video: Path) -> Path:
     return cfg
 
 
-def start(cfg: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([*CLI, "-v", "run", "--config", str(cfg)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
 def segments(tmp_path: Path) -> list[tuple[int, str | None]]:
     with sqlite3.connect(tmp_path / "data" / "trustcam.db") as db:
         return db.execute("select seq, deleted_at from segments where camera = 'office' order by seq").fetchall()
 
 
 def test_kill_9_while_recording_then_restart_keeps_the_chain_whole(person_video: Path, installed_models: None,
-                                                                   tmp_path: Path) -> None:
+                                                                   tmp_path: Path, trustcam_run) -> None:
     cfg = config(tmp_path, person_video)
-    first = start(cfg)
+    first = trustcam_run(cfg, "-v")
     try:
-        time.sleep(11)  # a few 3 s segments stored, one open
-        assert first.poll() is None
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
+        first.wait_running()
+        time.sleep(9)  # a few 3 s segments stored, one open
+        assert first.process.poll() is None
     finally:
-        if first.poll() is None:
-            first.kill()
+        first.stop(signal.SIGKILL)
     before = segments(tmp_path)
     assert len(before) >= 2
 
-    second = start(cfg)
+    second = trustcam_run(cfg, "-v")
     try:
-        time.sleep(9)
-        second.send_signal(signal.SIGTERM)
-        _, stderr = second.communicate(timeout=30)
+        second.wait_running()
+        time.sleep(10)  # someone walks in at ~7 s: an event to hold and export
     finally:
-        if second.poll() is None:
-            second.kill()
-    assert second.returncode == 0, stderr
+        returncode, stderr = second.stop()
+    assert returncode == 0, stderr
     assert "vault recovery:" in stderr
     after = segments(tmp_path)
     assert [seq for seq, _ in after] == list(range(1, len(after) + 1))  # the chain continues, no gap

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import yaml
 
+from trustcam.errors import UserError
 from trustcam.vision.labels import COCO_LABELS
 
 Format = Literal["coco", "yolo", "mot"]
@@ -70,7 +71,7 @@ EXPECTED_LAYOUTS = (
 )
 
 
-class DatasetError(Exception):
+class DatasetError(UserError):
     """A dataset cannot be read as given; the message names the file (and line), the problem and the fix."""
 
 

@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 
 from trustcam import __version__
-from trustcam.cli import assess_command, model_commands, pipeline_commands, vault_commands
+from trustcam.cli import (
+    alert_commands,
+    assess_command,
+    model_commands,
+    pipeline_commands,
+    review_commands,
+    security_commands,
+    vault_commands,
+)
 
 app = typer.Typer(help="trustcam: AI video surveillance that measures and proves its own reliability.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -33,3 +41,6 @@ pipeline_commands.register(app)
 assess_command.register(app)
 app.add_typer(model_commands.models_app, name="models")
 vault_commands.register(app)
+security_commands.register(app)
+review_commands.register(app)
+alert_commands.register(app)

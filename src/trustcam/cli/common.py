@@ -13,10 +13,7 @@ from rich.markup import escape
 
 from trustcam.config import ConfigError, Settings, load_settings
 from trustcam.config.schema import CameraConfig
-from trustcam.ingest.source import SourceError
-from trustcam.storage.database import DatabaseError
-from trustcam.storage.keys import VaultError
-from trustcam.vision.catalog import ModelError
+from trustcam.errors import UserError
 
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -29,7 +26,7 @@ def error(message: object) -> None:
 
 
 def say(message: str) -> None:
-    err.print(message, markup=False)
+    err.print(message, markup=False, emoji=False)  # ":AB:" in a fingerprint is not an emoji
 
 
 @contextmanager
@@ -37,12 +34,9 @@ def user_errors() -> Iterator[None]:
     """Expected failures become one line on stderr and exit code 2 (usage/config) or 1 (runtime)."""
     try:
         yield
-    except ConfigError as exc:
+    except UserError as exc:
         error(exc)
-        raise typer.Exit(2) from None
-    except (ModelError, SourceError, DatabaseError, VaultError) as exc:
-        error(exc)
-        raise typer.Exit(1) from None
+        raise typer.Exit(exc.exit_code) from None
 
 
 def settings_from(config: Path | None) -> Settings:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trustcam import paths
-from trustcam.cli.common import error, user_errors
+from trustcam.cli.common import error, say, user_errors
 from trustcam.vision import catalog
 from trustcam.vision.catalog import ModelError
 
@@ -20,11 +20,17 @@ models_app = typer.Typer(help="Install, verify, compare and promote the pinned m
 T = TypeVar("T")
 
 
-def _models(names: list[str] | None) -> list[catalog.ModelSpec]:
-    return [catalog.get_spec(n) for n in names] if names else list(catalog.all_specs().values())
+Spec = catalog.ModelSpec | catalog.AssetSpec
 
 
-def _each(specs: list[catalog.ModelSpec], action: Callable[[catalog.ModelSpec], T]) -> list[T | None]:
+def _models(names: list[str] | None) -> list[Spec]:
+    """The named models (or pinned assets such as the canary's reference image); all of them by default."""
+    if not names:
+        return [*catalog.all_specs().values(), *catalog.ASSETS.values()]
+    return [catalog.ASSETS[n] if n in catalog.ASSETS else catalog.get_spec(n) for n in names]
+
+
+def _each(specs: list[Spec], action: Callable[[Spec], T]) -> list[T | None]:
     results: list[Any] = []
     failed = False
     for spec in specs:
@@ -43,14 +49,16 @@ def _each(specs: list[catalog.ModelSpec], action: Callable[[catalog.ModelSpec], 
 def models_list() -> None:
     """Show the catalog and whether each model is installed and intact."""
     table = Table("name", "architecture", "input", "sha256", "status", "licence")
-    for spec in catalog.all_specs().values():
+    for spec in _models(None):
         path = spec.path()
         try:
             catalog.verify(spec, path)
             status = "installed, verified"
         except ModelError:
             status = "ALTERED" if path.exists() else "not installed"
-        table.add_row(spec.name, spec.architecture, str(spec.input_size), spec.sha256[:16] + "…", status, spec.licence)
+        architecture, size = (spec.architecture, str(spec.input_size)) if isinstance(spec, catalog.ModelSpec) \
+            else (spec.kind, "–")
+        table.add_row(spec.name, architecture, size, spec.sha256[:16] + "…", status, spec.licence)
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     typer.echo(f"model folder: {paths.model_dir()}")
 
@@ -63,7 +71,7 @@ def models_install(
 ) -> None:
     """Install models from TRUSTCAM_MODEL_SOURCES folders, else from the catalog URL; hashes are checked."""
     with user_errors():
-        def one(spec: catalog.ModelSpec) -> None:
+        def one(spec: Spec) -> None:
             path, origin = catalog.install(spec, force=force, allow_download=not offline)
             typer.echo(f"{spec.name}: {path} ({origin}), sha256 OK")
 
@@ -76,7 +84,11 @@ def models_verify(
 ) -> None:
     """Re-hash installed models against the catalog; exits 1 if any is missing or altered."""
     with user_errors():
-        def one(spec: catalog.ModelSpec) -> None:
+        def one(spec: Spec) -> None:
+            if not names and isinstance(spec, catalog.AssetSpec) and not spec.path().exists():
+                say(f"{spec.name}: not installed (cameras' canary self-test cannot run until "
+                    f"`trustcam models install {spec.name}`)")
+                return
             catalog.verify(spec, spec.path())
             typer.echo(f"{spec.name}: OK ({spec.sha256})")
 

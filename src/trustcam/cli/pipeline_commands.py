@@ -120,6 +120,11 @@ def run(config: Annotated[Path, typer.Option("--config", "-c", help="YAML config
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+        web = None
+        if settings.server.enabled:
+            from trustcam.web.server import start_for_service
+
+            web = start_for_service(service, config, say)
         service.start()
         say(f"running {len(service.workers)} camera(s); events in {settings.resolved_database_url}")
         ticks = 0
@@ -130,6 +135,8 @@ def run(config: Annotated[Path, typer.Option("--config", "-c", help="YAML config
                 for line in service.status_lines():
                     logging.getLogger("trustcam.run").info(line)
         say("stopping: finishing open events")
+        if web is not None:
+            web.stop()
         service.stop()
         for line in service.status_lines():
             say(line)

@@ -13,10 +13,13 @@ import yaml
 from pydantic import ValidationError
 
 from trustcam.config.schema import Settings
+from trustcam.errors import UserError
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """A config that cannot be used; ``str()`` is the message shown to the user."""
+
+    exit_code = 2
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

@@ -16,6 +16,7 @@ from typing import Literal
 
 import av
 
+from trustcam.errors import UserError
 from trustcam.ingest.frame import Frame
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ ConnectionTap = Callable[[av.video.stream.VideoStream | None], None]
 so that a recording starts a new segment on each connection and closes it when the stream stops."""
 
 
-class SourceError(Exception):
+class SourceError(UserError):
     """The source cannot be opened or read; the message says which source and what to do."""
 
 

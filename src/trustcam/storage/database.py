@@ -9,10 +9,12 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
+from trustcam.errors import UserError
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-class DatabaseError(Exception):
+class DatabaseError(UserError):
     """The database cannot be opened or migrated; the message names the URL and the fix."""
 
 

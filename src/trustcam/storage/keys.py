@@ -35,6 +35,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from trustcam.config.schema import VaultConfig
+from trustcam.errors import UserError
 from trustcam.storage.schema import SegmentRow
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ WRAP_NONCE_BYTES = 12
 _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
-class VaultError(Exception):
+class VaultError(UserError):
     """The vault cannot do what was asked; the message names the segment or file and, where there is one, the fix.
 
     Defined here (and re-exported by ``trustcam.storage.vault``) because key loading raises it too.

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from trustcam import paths
+from trustcam.errors import UserError
 
 
-class ModelError(Exception):
+class ModelError(UserError):
     """A model is missing, unknown or fails its integrity check; the message says how to fix it."""
 
 
@@ -35,6 +37,26 @@ class ModelSpec:
     url: str
     licence: str
     source: str
+
+    kind: ClassVar[str] = "model"
+
+    def path(self, directory: Path | None = None) -> Path:
+        return (directory or paths.model_dir()) / self.name / self.filename
+
+
+@dataclass(frozen=True)
+class AssetSpec:
+    """A pinned data file installed beside the models (the canary's reference person), checked like them."""
+
+    name: str
+    filename: str
+    sha256: str
+    size: int
+    url: str
+    licence: str
+    source: str
+    crop: tuple[int, int, int, int]  # x1, y1, x2, y2 of the object in the image, in pixels
+    kind: ClassVar[str] = "reference image"
 
     def path(self, directory: Path | None = None) -> Path:
         return (directory or paths.model_dir()) / self.name / self.filename
@@ -68,6 +90,31 @@ CATALOG: dict[str, ModelSpec] = {
         ),
     )
 }
+
+
+ASSETS: dict[str, AssetSpec] = {
+    asset.name: asset
+    for asset in (
+        AssetSpec(
+            name="canary-person",
+            filename="000000000241.jpg",
+            sha256="39df957040ee07907626207f3f80ae92e599b7b871034b1c4d677eda06a8bf1a",
+            size=107_714,
+            url="http://images.cocodataset.org/train2017/000000000241.jpg",
+            licence="COCO train2017 image from Flickr under the Creative Commons licence recorded for it in COCO's "
+            "annotations (images[].license); see https://cocodataset.org/#termsofuse",
+            source="https://cocodataset.org (also in the coco128 sample: coco128/images/train2017)",
+            crop=(133, 7, 333, 633),  # the standing man (COCO128 label: person 0.485 0.499 0.418 0.978)
+        ),
+    )
+}
+
+
+def asset_sources() -> list[Path]:
+    """Where an asset is looked for before its URL: ``TRUSTCAM_DATA_DIR``'s coco128 images (default
+    ``../shared/data``), then the model sources."""
+    data = Path(os.environ.get("TRUSTCAM_DATA_DIR", "../shared/data")).expanduser().resolve()
+    return [data / "coco128-train" / "images", data, *paths.model_sources()]
 
 
 LOCAL_CATALOG = "local-catalog.json"
@@ -140,22 +187,22 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify(spec: ModelSpec, path: Path) -> None:
+def verify(spec: ModelSpec | AssetSpec, path: Path) -> None:
     """Raise :class:`ModelError` unless ``path`` is exactly the pinned file."""
     if not path.is_file():
         raise ModelError(
-            f"model '{spec.name}' is not installed (expected {path}); run `trustcam models install {spec.name}`"
+            f"{spec.kind} '{spec.name}' is not installed (expected {path}); run `trustcam models install {spec.name}`"
         )
     actual = sha256_of(path)
     if actual != spec.sha256:
         raise ModelError(
-            f"model '{spec.name}' at {path} has sha256 {actual}, but the catalog pins {spec.sha256}: "
-            f"the file is corrupt or not the expected model and is refused; "
+            f"{spec.kind} '{spec.name}' at {path} has sha256 {actual}, but the catalog pins {spec.sha256}: "
+            f"the file is corrupt or not the expected {spec.kind} and is refused; "
             f"run `trustcam models install --force {spec.name}`"
         )
 
 
-def _find_in_sources(spec: ModelSpec, sources: list[Path]) -> Path | None:
+def _find_in_sources(spec: ModelSpec | AssetSpec, sources: list[Path]) -> Path | None:
     for root in sources:
         if not root.is_dir():
             continue
@@ -166,7 +213,7 @@ def _find_in_sources(spec: ModelSpec, sources: list[Path]) -> Path | None:
 
 
 def install(
-    spec: ModelSpec,
+    spec: ModelSpec | AssetSpec,
     *,
     directory: Path | None = None,
     sources: list[Path] | None = None,
@@ -178,7 +225,8 @@ def install(
     if target.is_file() and not force:
         verify(spec, target)
         return target, "already installed"
-    sources = paths.model_sources() if sources is None else sources
+    if sources is None:
+        sources = asset_sources() if isinstance(spec, AssetSpec) else paths.model_sources()
     target.parent.mkdir(parents=True, exist_ok=True)
     found = _find_in_sources(spec, sources)
     with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp:
@@ -194,14 +242,14 @@ def install(
             except OSError as exc:
                 searched = ", ".join(str(s) for s in sources) or "none"
                 raise ModelError(
-                    f"model '{spec.name}': not in the local sources ({searched}) and the download from "
+                    f"{spec.kind} '{spec.name}': not in the local sources ({searched}) and the download from "
                     f"{spec.url} failed ({exc}); put {spec.filename} in a folder named by TRUSTCAM_MODEL_SOURCES"
                 ) from None
             origin = spec.url
         else:
             searched = ", ".join(str(s) for s in sources) or "none"
             raise ModelError(
-                f"model '{spec.name}': {spec.filename} with sha256 {spec.sha256[:12]}… is not in {searched}; "
+                f"{spec.kind} '{spec.name}': {spec.filename} with sha256 {spec.sha256[:12]}… is not in {searched}; "
                 "set TRUSTCAM_MODEL_SOURCES to the folder that holds it"
             )
         verify(spec, tmp_path)  # a download that does not match the pin is refused before it is installed

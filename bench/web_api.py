@@ -1,0 +1,111 @@
+"""Events API throughput: GET /api/events (page of 50, newest first, with review state) against 10k events in
+SQLite, over real HTTPS (uvicorn in a thread of this process), authenticated with an admin API token, from
+concurrent httpx clients. Prints requests/s and latency percentiles for a few query shapes.
+
+    python bench/web_api.py [--events 10000] [--seconds 10] [--concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import ssl
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pyotp
+from sqlalchemy.orm import Session
+
+from trustcam.bus import Bus
+from trustcam.config.loader import parse_settings
+from trustcam.security.setup import ensure_setup_token
+from trustcam.storage.database import open_database
+from trustcam.storage.schema import EventRow
+from trustcam.web.context import AppContext
+from trustcam.web.server import WebServer
+from trustcam.web.tls import ensure_certificate
+
+PASSWORD = "violet-harbour-47-quietly-zebra"
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _admin_token(base: str, verify: ssl.SSLContext, setup_token: str) -> str:
+    with httpx.Client(base_url=base, verify=verify, timeout=30) as client:
+        client.post("/api/auth/setup", json={"setup_token": setup_token, "username": "admin",
+                                             "password": PASSWORD}).raise_for_status()
+        login = client.post("/api/auth/login", json={"username": "admin", "password": PASSWORD}).json()
+        csrf = {"X-CSRF-Token": login["csrf_token"]}
+        secret = client.post("/api/me/mfa/enroll", headers=csrf).json()["secret"]
+        client.post("/api/me/mfa/confirm", json={"code": pyotp.TOTP(secret).now()}, headers=csrf).raise_for_status()
+        answer = client.post("/api/me/tokens", json={"name": "bench", "days": 1}, headers=csrf)
+        answer.raise_for_status()
+        return str(answer.json()["token"])
+
+
+async def _load(base: str, verify: ssl.SSLContext, token: str, params: dict[str, object], seconds: float,
+                concurrency: int) -> list[float]:
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        async with httpx.AsyncClient(base_url=base, verify=verify, timeout=30,
+                                     headers={"Authorization": f"Bearer {token}"}) as client:
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                response = await client.get("/api/events", params=params)
+                response.raise_for_status()
+                latencies.append(time.perf_counter() - start)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = parse_settings({"data_dir": str(Path(tmp) / "data"),
+                                   "server": {"host": "127.0.0.1", "port": _port()},
+                                   "cameras": {f"cam{i}": {"source": f"rtsp://10.0.0.{i}/s"} for i in range(4)}})
+        engine = open_database(settings.resolved_database_url)
+        t0 = 1_700_000_000.0
+        with Session(engine) as session, session.begin():
+            session.add_all(EventRow(id=f"{i:032x}", camera=f"cam{i % 4}", label=("person", "car")[i % 2], track_id=i,
+                                     start=t0 + 6.0 * i, end=t0 + 6.0 * i + 4, best_score=0.7, box=[1.0, 2.0, 3.0, 4.0],
+                                     zones=["door"], rules=[], threat="none", snapshot=None, model_name="yolox-nano",
+                                     model_sha256="ab" * 32) for i in range(args.events))
+        tls = ensure_certificate(settings)
+        verify = ssl.create_default_context(cafile=str(tls.cert))
+        server = WebServer(AppContext(settings=settings, engine=engine, bus=Bus()), tls)
+        server.start()
+        base = f"https://127.0.0.1:{settings.server.port}"
+        try:
+            token = _admin_token(base, verify, ensure_setup_token(settings, engine) or "")
+            shapes = {"newest 50": {}, "camera+label": {"camera": "cam1", "label": "car"},
+                      "deep page": {"offset": args.events // 2},
+                      "time window": {"since": t0 + 6000, "until": t0 + 9000}}
+            print(f"GET /api/events, {args.events} events, {args.concurrency} concurrent clients, {args.seconds:.0f} s "
+                  "each, HTTPS + bearer token")
+            for name, params in shapes.items():
+                latencies = asyncio.run(_load(base, verify, token, params, args.seconds, args.concurrency))
+                q = statistics.quantiles(latencies, n=100)
+                print(f"  {name:<13} {len(latencies) / args.seconds:7.1f} req/s   p50 {q[49] * 1000:6.1f} ms   "
+                      f"p95 {q[94] * 1000:6.1f} ms")
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The persisted outbox: one row per (alert, sink), written before any delivery attempt.
+
+A crash, a broker outage or a receiver that is down loses nothing: rows stay ``pending`` until a sink
+confirms them (``delivered``) or gives up (``dead``, the dead-letter queue, replayed by ``trustcam alerts replay``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import JSON, Engine, Float, Integer, String, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from trustcam.alerts.model import Alert
+from trustcam.storage.schema import Base
+
+State = Literal["pending", "delivered", "dead"]
+
+
+class OutboxRow(Base):
+    """One delivery of one alert to one sink (columns: see migration 0003)."""
+
+    __tablename__ = "alert_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_id: Mapped[str] = mapped_column(String(32), index=True)
+    sink: Mapped[str] = mapped_column(String(80))
+    kind: Mapped[str] = mapped_column(String(32))
+    camera: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    alert: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    last_error: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    created: Mapped[float] = mapped_column(Float, index=True)
+    delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A detached copy of a row, safe to hand to another thread."""
+
+    id: int
+    alert: Alert
+    sink: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    created: float
+    delivered_at: float | None
+    latency: float | None
+
+    @classmethod
+    def of(cls, row: OutboxRow) -> Delivery:
+        return cls(row.id, Alert.from_json(row.alert), row.sink, row.state, row.attempts, row.next_attempt_at,
+                   row.last_error, row.created, row.delivered_at, row.latency)
+
+
+class Outbox:
+    """All reads and writes of the ``alert_outbox`` table; every method is one short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def add(self, alert: Alert, sinks: Iterable[str]) -> None:
+        """Queue ``alert`` for each sink (idempotent: an alert already queued for a sink is not queued twice)."""
+        now = time.time()
+        payload = alert.to_json()
+        for sink in sinks:
+            row = OutboxRow(alert_id=alert.id, sink=sink, kind=alert.kind, camera=alert.camera,
+                            severity=alert.severity.value, alert=payload, state="pending", attempts=0,
+                            next_attempt_at=now, created=now)
+            try:
+                with Session(self.engine) as session, session.begin():
+                    session.add(row)
+            except IntegrityError:
+                continue
+
+    def due(self, sink: str, now: float, limit: int = 50) -> list[Delivery]:
+        """Pending rows of ``sink`` whose time has come, oldest first (the order alerts were raised)."""
+        query = (select(OutboxRow).where(OutboxRow.sink == sink, OutboxRow.state == "pending",
+                                         OutboxRow.next_attempt_at <= now)
+                 .order_by(OutboxRow.id).limit(limit))
+        with Session(self.engine) as session:
+            return [Delivery.of(row) for row in session.scalars(query)]
+
+    def next_due(self, sink: str) -> float | None:
+        query = select(func.min(OutboxRow.next_attempt_at)).where(OutboxRow.sink == sink,
+                                                                    OutboxRow.state == "pending")
+        with Session(self.engine) as session:
+            return session.scalar(query)
+
+    def delivered(self, row_id: int, attempts: int, latency: float) -> None:
+        self._set(row_id, state="delivered", attempts=attempts, delivered_at=time.time(), latency=latency,
+                  last_error=None)
+
+    def retry(self, row_id: int, attempts: int, error: str, at: float) -> None:
+        self._set(row_id, attempts=attempts, last_error=error[:1024], next_attempt_at=at)
+
+    def dead(self, row_id: int, attempts: int, error: str) -> None:
+        self._set(row_id, state="dead", attempts=attempts, last_error=error[:1024])
+
+    def _set(self, row_id: int, **values: Any) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(OutboxRow).where(OutboxRow.id == row_id).values(**values))
+
+    def rows(self, state: State | None = None, sink: str | None = None, alert_id: str | None = None) -> list[Delivery]:
+        query = select(OutboxRow).order_by(OutboxRow.id)
+        if state is not None:
+            query = query.where(OutboxRow.state == state)
+        if sink is not None:
+            query = query.where(OutboxRow.sink == sink)
+        if alert_id is not None:
+            query = query.where(OutboxRow.alert_id == alert_id)
+        with Session(self.engine) as session:
+            return [Delivery.of(row) for row in session.scalars(query)]
+
+    def replay(self, row_ids: Iterable[int] | None = None) -> list[int]:
+        """Dead rows back to pending with fresh attempts (all of them when ``row_ids`` is None); returns their ids."""
+        query = select(OutboxRow.id).where(OutboxRow.state == "dead")
+        if row_ids is not None:
+            query = query.where(OutboxRow.id.in_(list(row_ids)))
+        with Session(self.engine) as session, session.begin():
+            ids = list(session.scalars(query))
+            if ids:
+                session.execute(update(OutboxRow).where(OutboxRow.id.in_(ids))
+                                .values(state="pending", attempts=0, next_attempt_at=time.time()))
+        return ids
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Rows per (sink, state), for heartbeats and metrics."""
+        query = select(OutboxRow.sink, OutboxRow.state, func.count()).group_by(OutboxRow.sink, OutboxRow.state)
+        with Session(self.engine) as session:
+            return {(sink, state): n for sink, state, n in session.execute(query)}

@@ -1,0 +1,176 @@
+"""``trustcam users`` and ``trustcam audit``: manage accounts from the server's shell, verify the audit log.
+
+Whoever runs these has the server's files (database, key file), so they act as a local administrator; every
+change is still written to the audit log, as done by ``cli:<os user>``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from trustcam.cli.common import ConfigOption, error, say, settings_from, user_errors
+from trustcam.security.errors import SecurityError
+from trustcam.security.roles import Role
+
+if TYPE_CHECKING:
+    from trustcam.security.access import AccessControl
+
+users_app = typer.Typer(help="Manage user accounts (web UI and API).", no_args_is_help=True)
+audit_app = typer.Typer(help="Read and verify the hash-chained audit log.", no_args_is_help=True)
+
+UsernameArg = Annotated[str, typer.Argument(help="User name (lower-case letters, digits, . _ - @).")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(users_app, name="users")
+    app.add_typer(audit_app, name="audit")
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    with user_errors():
+        try:
+            yield
+        except SecurityError as exc:
+            error(exc.detail)
+            raise typer.Exit(1) from None
+
+
+def _service(config: ConfigOption) -> AccessControl:
+    from trustcam.security.access import AccessControl
+    from trustcam.storage.database import open_database
+
+    settings = settings_from(config)
+    return AccessControl(settings, open_database(settings.resolved_database_url))
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise SecurityError(2, "the two passwords differ; nothing was changed")
+    return first
+
+
+@users_app.command("create")
+def users_create(
+    username: UsernameArg,
+    config: ConfigOption = None,
+    admin: Annotated[bool, typer.Option("--admin", help="Same as --role admin.")] = False,
+    role: Annotated[Role | None, typer.Option("--role", help="viewer, operator, admin or auditor.")] = None,
+    camera: Annotated[list[str] | None, typer.Option("--camera", help="Grant this camera (repeat); default all.")]
+    = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+) -> None:
+    """Create a user (the password is asked twice, or read from stdin)."""
+    with _errors():
+        if (admin and role not in (None, Role.admin)) or (not admin and role is None):
+            raise SecurityError(2, "give exactly one of --admin or --role ROLE")
+        chosen: Role = role if role is not None else Role.admin
+        service = _service(config)
+        if camera and (unknown := sorted(set(camera) - set(service.settings.cameras))):
+            raise SecurityError(2, f"unknown camera(s) {', '.join(unknown)}; configured: "
+                                f"{', '.join(service.settings.cameras) or 'none'}")
+        user = service.users.create(username.strip().lower(), _read_password(password_stdin), chosen, camera)
+        service.record("user.create", username=_actor(), client="cli", target=user.username, role_set=chosen.value,
+                       cameras=camera)
+        mfa = " (must enrol TOTP at first login)" if service.mfa_required(user) else ""
+        say(f"created {user.role.value} '{user.username}'{mfa}")
+
+
+@users_app.command("list")
+def users_list(config: ConfigOption = None) -> None:
+    """List every user: role, cameras, MFA and disabled state."""
+    with _errors():
+        for user in _service(config).users.all():
+            cameras = "all" if user.cameras is None else ",".join(sorted(user.cameras)) or "none"
+            flags = [f for f, on in (("mfa", user.mfa_enabled), ("DISABLED", user.disabled)) if on]
+            typer.echo(f"{user.username}\t{user.role.value}\tcameras={cameras}\t{' '.join(flags)}".rstrip())
+
+
+def _change(config: ConfigOption, username: str, action: str) -> None:
+    with _errors():
+        service = _service(config)
+        user = service.users.need(username)
+        if action == "disable":
+            service.users.update(user, disabled=True)
+        elif action == "enable":
+            service.users.update(user, disabled=False)
+        elif action == "delete":
+            service.users.delete(user)
+        else:
+            service.users.reset_mfa(user)
+        service.record(f"user.{action}" if action != "reset-mfa" else "mfa.reset", username=_actor(), client="cli",
+                       target=username)
+        say(f"{username}: {action} done" + (" (every session ended)" if action != "enable" else ""))
+
+
+@users_app.command("disable")
+def users_disable(username: UsernameArg, config: ConfigOption = None) -> None:
+    """Refuse the user's logins and end their sessions (their API tokens stop working too)."""
+    _change(config, username, "disable")
+
+
+@users_app.command("enable")
+def users_enable(username: UsernameArg, config: ConfigOption = None) -> None:
+    """Allow a disabled user to log in again."""
+    _change(config, username, "enable")
+
+
+@users_app.command("delete")
+def users_delete(username: UsernameArg, config: ConfigOption = None) -> None:
+    """Delete the user with their sessions and API tokens (their audit entries stay)."""
+    _change(config, username, "delete")
+
+
+@users_app.command("reset-mfa")
+def users_reset_mfa(username: UsernameArg, config: ConfigOption = None) -> None:
+    """Forget the user's TOTP and recovery codes (lost phone); they enrol again at the next login."""
+    _change(config, username, "reset-mfa")
+
+
+@audit_app.command("verify")
+def audit_verify(config: ConfigOption = None) -> None:
+    """Check the audit log's hash chain; exit 1 naming the first edited, deleted or reordered entry."""
+    with _errors():
+        service = _service(config)
+        result = service.audit_log.verify()
+        if not result.ok:
+            error(result.describe())
+            raise typer.Exit(1)
+        say(result.describe())
+
+
+@audit_app.command("show")
+def audit_show(
+    config: ConfigOption = None,
+    limit: Annotated[int, typer.Option(help="Newest entries to show.", min=1)] = 50,
+    user: Annotated[str | None, typer.Option(help="Only this user's entries.")] = None,
+    action: Annotated[str | None, typer.Option(help="Only this action (e.g. login, view_live).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Print audit entries, oldest of the selection first."""
+    with _errors():
+        entries, total = _service(config).audit_log.query(user=user, action=action, limit=limit)
+        for entry in reversed(entries):
+            if as_json:
+                typer.echo(json.dumps(entry, sort_keys=True))
+                continue
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["time"]))
+            details = json.dumps(entry["details"], sort_keys=True) if entry["details"] else ""
+            typer.echo(f"{entry['seq']:>6} {when} {entry['user'] or '-'} ({entry['role'] or '-'}) {entry['client']}"
+                       f" {entry['action']} {entry['target']} {entry['outcome']} {details}".rstrip())
+        say(f"{len(entries)} of {total} entries")

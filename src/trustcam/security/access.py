@@ -1,0 +1,144 @@
+"""The access-control service: one object that logs people in and knows every credential, shared by the web
+layer, the CLI and the benchmark. Every security-relevant outcome is written to the audit log here."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+
+from trustcam.config.schema import Settings
+from trustcam.security import setup
+from trustcam.security.audit import AuditLog
+from trustcam.security.credentials import TOKEN_ROLES, Credentials, SessionInfo, TokenInfo, digest, public_id
+from trustcam.security.errors import SecurityError
+from trustcam.security.lockout import Lockout
+from trustcam.security.roles import Role
+from trustcam.security.secretbox import SecretBox
+from trustcam.security.users import User, UserStore
+
+log = logging.getLogger(__name__)
+
+WRONG_LOGIN = "wrong user name or password"
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    user: User
+    session: str | None = None  # cookie value when the login is complete
+    challenge: str | None = None  # when a second factor is still needed
+
+
+class AccessControl:
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        server = settings.server
+        self.settings = settings
+        self.engine = engine
+        self.box = SecretBox(settings.data_dir)
+        self.users = UserStore(engine, self.box)
+        self.credentials = Credentials(engine, server.session_idle_minutes * 60.0, server.session_max_hours * 3600.0)
+        self.lockout = Lockout(engine, server.login_max_failures, server.lockout_minutes * 60.0)
+        self.audit_log = AuditLog(engine)
+        self._setup_lock = threading.Lock()
+
+    def mfa_required(self, user: User) -> bool:
+        return user.role in self.settings.server.mfa_required_for
+
+    def mfa_pending(self, user: User) -> bool:
+        """The user must still enrol TOTP: their sessions may do nothing else until they do."""
+        return self.mfa_required(user) and not user.mfa_enabled
+
+    def record(self, action: str, *, user: User | None = None, username: str = "", credential: str = "",
+               client: str = "", target: str = "", outcome: str = "ok", role: str = "", **details: Any) -> None:
+        self.audit_log.append(action, user=user.username if user else username,
+                              role=user.role.value if user else role, credential=credential, client=client,
+                              target=target, outcome=outcome, details=details)
+
+    # --- first start ----------------------------------------------------------------------------------------
+
+    def setup(self, token: str, username: str, password: str, client: str) -> User:
+        with self._setup_lock:
+            if self.users.count():
+                raise SecurityError(409, "setup is already done (a user exists); log in instead")
+            if not setup.check_setup_token(self.settings, token):
+                self.record("setup", username=username, client=client, outcome="failed", reason="wrong token")
+                raise SecurityError(403, f"wrong setup token; use the one printed by `trustcam run` (also in "
+                                    f"{setup.token_path(self.settings)})")
+            user = self.users.create(username, password, Role.admin)
+            setup.consume_setup_token(self.settings)
+        self.record("setup", user=user, client=client, target=user.username)
+        return user
+
+    # --- login ----------------------------------------------------------------------------------------------
+
+    def _refuse_if_locked(self, username: str, client: str) -> None:
+        if (wait := self.lockout.retry_after(username, client)) is not None:
+            self.record("login", username=username if self.users.get(username) else "", client=client,
+                        outcome="locked", retry_after_s=wait)
+            raise SecurityError(429, f"too many failed logins; try again in {wait} s", retry_after=wait)
+
+    def _fail(self, username: str, client: str, action: str, known: bool) -> None:
+        self.record(action, username=username if known else "", client=client, outcome="failed",
+                    **({} if known else {"unknown_user": True}))
+        for scope in self.lockout.failure(username, client):
+            self.record("lockout", username=username if known else "", client=client, outcome="locked",
+                        scope=scope, minutes=self.settings.server.lockout_minutes)
+
+    def login(self, username: str, password: str, client: str) -> LoginResult:
+        """Step 1: the password. Returns a session, or a challenge when the user has MFA; 401/429 otherwise."""
+        username = username.strip().lower()
+        self._refuse_if_locked(username, client)
+        user = self.users.check_password(username, password)  # one argon2 verification, known user or not
+        if user is None:
+            self._fail(username, client, "login", self.users.get(username) is not None)
+            raise SecurityError(401, WRONG_LOGIN)
+        if user.mfa_enabled:
+            return LoginResult(user, challenge=self.credentials.open_challenge(user.id))
+        return self._complete(user, client, factor="password")
+
+    def second_factor(self, challenge: str, code: str, client: str) -> LoginResult:
+        """Step 2: a TOTP code or a recovery code for the challenge from step 1."""
+        user = self.users.by_id(self.credentials.use_challenge(challenge))
+        if user is None or user.disabled:
+            raise SecurityError(401, "login challenge unknown, expired or used up; log in again with the password")
+        self._refuse_if_locked(user.username, client)
+        factor = self.users.check_second_factor(user, code)
+        if factor is None:
+            self._fail(user.username, client, "login.mfa", True)
+            raise SecurityError(401, "wrong or already used code; enter the current 6-digit code (or a recovery code)")
+        self.credentials.close_challenge(challenge)
+        if factor == "recovery_code":
+            self.record("mfa.recovery_code_used", user=user, client=client,
+                        codes_left=self.users.recovery_codes_left(user))
+        return self._complete(user, client, factor=factor)
+
+    def _complete(self, user: User, client: str, factor: str) -> LoginResult:
+        secret = self.credentials.open_session(user.id, client)
+        self.lockout.success(user.username)
+        self.record("login", user=user, client=client, credential=public_id(digest(secret)), factor=factor,
+                    mfa_enrolment_required=self.mfa_pending(user))
+        return LoginResult(user, session=secret)
+
+    # --- authenticating requests ----------------------------------------------------------------------------
+
+    def by_session(self, secret: str) -> tuple[User, SessionInfo] | None:
+        info = self.credentials.session(secret)
+        if info is None:
+            return None
+        user = self.users.by_id(info.user_id)
+        if user is None or user.disabled:
+            self.credentials.close_session(info.digest)
+            return None
+        return user, info
+
+    def by_token(self, value: str) -> tuple[User, TokenInfo] | None:
+        token = self.credentials.token(value)
+        if token is None:
+            return None
+        user = self.users.by_id(token.user_id)
+        if user is None or user.disabled or token.role not in TOKEN_ROLES[user.role]:
+            return None  # the owner left, was disabled or lost the rights the token was made with
+        return user, token

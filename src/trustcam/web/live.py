@@ -1,0 +1,94 @@
+"""Live view: the latest analysed frame of each camera with its tracked objects and zones drawn.
+
+Camera threads only hand over a reference (no drawing, no encoding): the work happens when someone watches,
+and then once per frame whatever the number of viewers (the JPEG is cached by frame sequence number).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from trustcam.config.schema import CameraConfig
+from trustcam.ingest.frame import Frame
+from trustcam.vision.tracker import TrackedObject
+
+_BOX = (0, 0, 255)
+_ZONE = (0, 200, 255)
+
+
+@dataclass
+class _Latest:
+    seq: int
+    frame: Frame
+    objects: tuple[TrackedObject, ...]
+    jpeg: bytes | None = None
+
+
+def draw(image: np.ndarray, objects: Sequence[TrackedObject], zones: dict[str, list[tuple[float, float]]]
+         ) -> np.ndarray:
+    """A copy of ``image`` with zone polygons (fractions of the frame) and labelled boxes drawn."""
+    canvas = image.copy()
+    h, w = canvas.shape[:2]
+    thickness = max(1, h // 360)
+    scale = max(0.4, h / 1000)
+    for name, polygon in zones.items():
+        points = np.array([[round(x * w), round(y * h)] for x, y in polygon], np.int32)
+        cv2.polylines(canvas, [points], True, _ZONE, thickness, cv2.LINE_AA)
+        cv2.putText(canvas, name, (int(points[0][0]) + 3, int(points[0][1]) + 14), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    _ZONE, 1, cv2.LINE_AA)
+    for obj in objects:
+        x1, y1, x2, y2 = (round(v) for v in obj.box)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), _BOX, thickness)
+        caption = f"{obj.label} #{obj.track_id} {obj.score:.2f}"
+        (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        ty = max(th + base, y1)
+        cv2.rectangle(canvas, (x1, ty - th - base), (x1 + tw, ty), _BOX, cv2.FILLED)
+        cv2.putText(canvas, caption, (x1, ty - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+    return canvas
+
+
+class LiveHub:
+    """Latest frame per camera; :meth:`jpeg` draws and encodes it at most once per frame."""
+
+    def __init__(self, cameras: dict[str, CameraConfig], quality: int = 75) -> None:
+        self.quality = quality
+        self._zones = {name: {z: list(cfg.coordinates) for z, cfg in cam.zones.items()}
+                       for name, cam in cameras.items()}
+        self._latest: dict[str, _Latest] = {}
+        self._lock = threading.Lock()
+        self._encode_locks = {name: threading.Lock() for name in cameras}
+
+    @property
+    def cameras(self) -> list[str]:
+        return list(self._zones)
+
+    def publish(self, camera: str, frame: Frame, objects: Sequence[TrackedObject]) -> None:
+        """Called by the camera thread after each analysed frame: O(1), keeps references only."""
+        with self._lock:
+            previous = self._latest.get(camera)
+            self._latest[camera] = _Latest((previous.seq + 1) if previous else 1, frame, tuple(objects))
+
+    def seq(self, camera: str) -> int:
+        latest = self._latest.get(camera)
+        return latest.seq if latest else 0
+
+    def jpeg(self, camera: str) -> tuple[int, bytes] | None:
+        """(sequence number, JPEG) of the latest frame with boxes and zones, or None before the first frame."""
+        latest = self._latest.get(camera)
+        if latest is None:
+            return None
+        if latest.jpeg is None:
+            with self._encode_locks.setdefault(camera, threading.Lock()):
+                if latest.jpeg is None:  # another viewer may have encoded it meanwhile
+                    canvas = draw(latest.frame.bgr, latest.objects, self._zones.get(camera, {}))
+                    ok, encoded = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+                    if not ok:
+                        raise OSError(f"camera {camera}: could not encode the live frame as JPEG")
+                    latest.jpeg = encoded.tobytes()
+        return latest.seq, latest.jpeg

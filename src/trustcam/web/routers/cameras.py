@@ -1,0 +1,84 @@
+"""Cameras the principal may see: health from the status board, zones, live MJPEG and the latest frame."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response, StreamingResponse
+
+from trustcam.config.schema import NAME_PATTERN
+from trustcam.security.roles import Role
+from trustcam.web.auth import Principal, audit, require, require_camera
+from trustcam.web.context import AppContext, Ctx
+from trustcam.web.live import LiveHub
+
+router = APIRouter(tags=["cameras"])
+Viewer = Annotated[Principal, Depends(require(Role.viewer, Role.operator, Role.admin))]
+BOUNDARY = "trustcam-frame"
+CameraName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63, description="Camera name from the config.")]
+
+
+def _camera(ctx: AppContext, principal: Principal, name: str) -> None:
+    require_camera(principal, name)
+    camera = ctx.settings.cameras.get(name)
+    if camera is None or not camera.enabled:
+        raise HTTPException(404, f"no camera '{name}'; GET /api/cameras lists the cameras you can see")
+
+
+def _hub(ctx: AppContext) -> LiveHub:
+    assert ctx.live is not None  # AppContext always makes one
+    return ctx.live
+
+
+@router.get("/api/cameras", summary="Cameras you may see, with their health and zones")
+def list_cameras(ctx: Ctx, principal: Viewer) -> list[dict[str, Any]]:
+    out = []
+    for name, cam in ctx.settings.cameras.items():
+        if not cam.enabled or not principal.can_see(name):
+            continue
+        entry = ctx.status.camera(name) if ctx.status is not None else {"name": name}
+        entry["zones"] = {zone: [list(p) for p in cfg.coordinates] for zone, cfg in cam.zones.items()}
+        entry["live"] = _hub(ctx).seq(name) > 0
+        out.append(entry)
+    return out
+
+
+@router.get("/api/cameras/{name}/snapshot.jpg", response_class=Response, summary="Latest analysed frame (JPEG)",
+            responses={200: {"content": {"image/jpeg": {}}}})
+async def snapshot(request: Request, name: CameraName, ctx: Ctx,
+                   principal: Viewer) -> Response:
+    _camera(ctx, principal, name)
+    got = await run_in_threadpool(_hub(ctx).jpeg, name)
+    if got is None:
+        raise HTTPException(503, f"camera '{name}' has no analysed frame yet (connecting); try again in a moment")
+    audit(request, principal, "view_snapshot", name)
+    return Response(got[1], media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/api/cameras/{name}/live.mjpeg", response_class=StreamingResponse,
+            summary="Live MJPEG stream with boxes and zones (multipart/x-mixed-replace)",
+            responses={200: {"content": {f"multipart/x-mixed-replace; boundary={BOUNDARY}": {}}}})
+async def live(request: Request, name: CameraName, ctx: Ctx,
+               principal: Viewer) -> StreamingResponse:
+    _camera(ctx, principal, name)
+    audit(request, principal, "view_live", name)
+    hub = _hub(ctx)
+    poll = min(0.05, 0.5 / ctx.settings.cameras[name].detect.fps)
+
+    async def frames() -> AsyncIterator[bytes]:
+        last = 0
+        while not await request.is_disconnected():
+            if hub.seq(name) != last:
+                got = await run_in_threadpool(hub.jpeg, name)
+                if got is not None:
+                    last, jpeg = got
+                    yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+                           .encode() + jpeg + b"\r\n")
+            await asyncio.sleep(poll)
+
+    return StreamingResponse(frames(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+                             headers={"Cache-Control": "no-store"})

@@ -1,0 +1,94 @@
+// One event: snapshot, what fired, which model saw it, and (operator/admin) acknowledge, verdict, export.
+import { api, can } from "../api.js";
+import { act, badge, field, flash, h, mount, when } from "../dom.js";
+import { VERDICTS, ackOf, reviewBadge, reviewOf, threatKind } from "./review.js";
+
+export async function render(main, args, _query, { go }) {
+  const id = args[0];
+  const path = `/api/events/${encodeURIComponent(id)}`;
+  const ev = await api("GET", path);
+  const review = reviewOf(ev);
+  const ack = ackOf(ev);
+  const model = ev.model || { name: ev.model_name, sha256: ev.model_sha256 };
+  const facts = [
+    ["Camera", h("a", { href: `#/live/${encodeURIComponent(ev.camera)}` }, ev.camera)],
+    ["Object", `${ev.label}${ev.track_id !== undefined ? ` (track ${ev.track_id})` : ""}`],
+    ["When", `${when(ev.start)} – ${when(ev.end)}`],
+    ["Best score", ev.best_score !== undefined ? Number(ev.best_score).toFixed(2) : "–"],
+    ["Threat", badge(ev.threat || "none", threatKind(ev.threat))],
+    ["Zones", (ev.zones || []).join(", ") || "–"],
+    ["Rules", (ev.rules || []).map((r) => `${r.rule || r.name || r}${r.threat ? ` (${r.threat})` : ""}`).join(", ") || "–"],
+    ["Model", model && model.name ? h("span", {}, model.name, " ", h("code", { title: model.sha256 || "" },
+      (model.sha256 || "").slice(0, 12))) : "–"],
+    ["Review", h("span", { id: "review-state" }, reviewBadge(ev),
+      review.note ? h("span", { id: "review-note" }, ` “${review.note}”`) : null,
+      review.by ? h("span", { class: "muted" }, ` by ${review.by}${review.at ? `, ${when(review.at)}` : ""}`) : null)],
+    ["Acknowledged", ack.done ? `${ack.by || "yes"}${ack.at ? `, ${when(ack.at)}` : ""}` : "no"],
+  ];
+  const history = (ev.history || []).map((entry) => h("li", {}, `${when(entry.time)} ${entry.user || ""}: `,
+    entry.verdict ? `${VERDICTS[entry.verdict] || entry.verdict}${entry.note ? ` – “${entry.note}”` : ""}`
+      : "acknowledged"));
+  const details = h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+  const snap = h("img", { class: "snapshot", id: "event-snapshot", alt: `Snapshot of ${ev.label} on ${ev.camera}`,
+    src: `${path}/snapshot.jpg` });
+  snap.addEventListener("error", () => snap.replaceWith(h("p", { class: "muted" }, "No snapshot for this event.")));
+
+  const section = h("section", { id: "event-detail" },
+    h("p", {}, h("a", { href: `#/events?camera=${encodeURIComponent(ev.camera)}` }, "← Events")),
+    h("h1", {}, `${ev.label} on ${ev.camera}`),
+    h("div", { class: "event-layout" }, h("div", {}, snap), h("div", {}, details,
+      history.length ? h("details", {}, h("summary", {}, `Review history (${history.length})`),
+        h("ul", { id: "review-history" }, history)) : null,
+      can("review") ? actions() : null)));
+  mount(main, section);
+
+  function actions() {
+    const ackBtn = h("button", { type: "button", id: "ack", disabled: ack.done }, ack.done ? "Acknowledged" : "Acknowledge");
+    ackBtn.addEventListener("click", () => act(ackBtn, async () => {
+      await api("POST", `${path}/ack`, {});
+      go(location.hash);
+    }, "Event acknowledged."));
+
+    const choices = Object.entries(VERDICTS).map(([value, text]) => h("label", { class: "inline" },
+      h("input", { type: "radio", name: "verdict", value, checked: review.verdict === value }), ` ${text}`));
+    const note = field("Note", { tag: "textarea", name: "note", rows: 2, value: review.note || "",
+      hint: "Why: helps whoever tunes the zones or assesses the model later." });
+    const save = h("button", { type: "submit", id: "save-verdict" }, "Save verdict");
+    const form = h("form", { id: "review-form", class: "card" },
+      h("fieldset", {}, h("legend", {}, "Verdict"), choices), note, save);
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const chosen = form.querySelector("input[name=verdict]:checked");
+      if (!chosen) { flash("Choose true positive or false positive first."); return; }
+      act(save, async () => {
+        const body = { verdict: chosen.value };
+        if (note.input.value.trim()) body.note = note.input.value.trim();
+        await api("POST", `${path}/review`, body);
+        await render(main, args, _query, { go });
+      }, "Verdict saved.");
+    });
+
+    const exportBtn = h("button", { type: "button", id: "export", class: "secondary" }, "Export evidence");
+    const exportOut = h("p", { id: "export-result", class: "muted" });
+    exportBtn.addEventListener("click", () => act(exportBtn, async () => {
+      const res = await api("POST", `${path}/export`, {}, { raw: true });
+      const type = res.headers.get("content-type") || "";
+      if (type.includes("json")) {
+        const info = await res.json();
+        mount(exportOut, "Exported: ", h("code", {}, info.path || info.file || info.name || JSON.stringify(info)));
+        return;
+      }
+      const blob = await res.blob();
+      const disposition = res.headers.get("content-disposition") || "";
+      const name = (/filename="?([^";]+)"?/.exec(disposition) || [])[1] || `trustcam-evidence-${id}.zip`;
+      const url = URL.createObjectURL(blob);
+      const link = h("a", { href: url, download: name }, `Download ${name} (${Math.round(blob.size / 1024)} KiB)`);
+      mount(exportOut, link);
+      link.click();
+    }, "Evidence bundle ready; verify it with `trustcam evidence verify`."));
+
+    return h("div", { class: "actions-block" }, h("h2", {}, "Review"), h("p", {}, ackBtn), form,
+      h("p", {}, exportBtn), exportOut);
+  }
+  return undefined;
+}

@@ -1,0 +1,81 @@
+"""Helpers for the web tests: a free port, and users + API tokens created through the real auth API."""
+
+from __future__ import annotations
+
+import ssl
+
+import httpx
+import pyotp
+
+PASSWORD = "violet-harbour-47-quietly-zebra"
+
+
+def _ok(response: httpx.Response, *codes: int) -> dict:
+    assert response.status_code in (codes or (200,)), (response.status_code, response.text)
+    return response.json() if response.content else {}
+
+
+def session(base: str, verify: object, username: str, password: str = PASSWORD) -> tuple[httpx.Client, str]:
+    """A logged-in client (cookie) and its CSRF token; enrols TOTP when the role requires it."""
+    client = httpx.Client(base_url=base, verify=verify, timeout=30)
+    answer = _ok(client.post("/api/auth/login", json={"username": username, "password": password}))
+    assert not answer["mfa_required"], "helper only handles users without TOTP yet"
+    csrf = answer["csrf_token"]
+    if answer.get("mfa_enrolment_required"):
+        enrol = _ok(client.post("/api/me/mfa/enroll", headers={"X-CSRF-Token": csrf}))
+        code = pyotp.TOTP(enrol["secret"]).now()
+        _ok(client.post("/api/me/mfa/confirm", json={"code": code}, headers={"X-CSRF-Token": csrf}))
+    return client, csrf
+
+
+def token_for(client: httpx.Client, csrf: str, name: str) -> str:
+    answer = _ok(client.post("/api/me/tokens", json={"name": name, "days": 1}, headers={"X-CSRF-Token": csrf}), 201)
+    return answer["token"]
+
+
+def bootstrap(base: str, verify: object, setup_token: str, viewer_cameras: list[str] | None = None) -> dict[str, str]:
+    """Create admin (setup token + TOTP), an operator and a viewer (granted ``viewer_cameras``); API tokens for each."""
+    with httpx.Client(base_url=base, verify=verify, timeout=30) as anonymous:
+        _ok(anonymous.post("/api/auth/setup", json={"setup_token": setup_token, "username": "admin",
+                                                   "password": PASSWORD}), 201)
+    admin, csrf = session(base, verify, "admin")
+    tokens = {"admin": token_for(admin, csrf, "tests")}
+    for role, cameras in (("operator", None), ("viewer", viewer_cameras)):
+        _ok(admin.post("/api/users", json={"username": role, "password": PASSWORD, "role": role, "cameras": cameras},
+                       headers={"X-CSRF-Token": csrf}), 201)
+        client, user_csrf = session(base, verify, role)
+        tokens[role] = token_for(client, user_csrf, "tests")
+        client.close()
+    admin.close()
+    return tokens
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class InProcessServer:
+    """The real app on real uvicorn (HTTPS, generated certificate) in this process, for API tests that need to
+    shape the database and vault directly."""
+
+    def __init__(self, ctx: object) -> None:
+        from trustcam.web.server import WebServer
+        from trustcam.web.tls import ensure_certificate
+
+        self.ctx = ctx
+        tls = ensure_certificate(ctx.settings)  # type: ignore[attr-defined]
+        self.cert = str(tls.cert)
+        self.verify = ssl.create_default_context(cafile=self.cert)
+        self.server = WebServer(ctx, tls)  # type: ignore[arg-type]
+        self.url = f"https://127.0.0.1:{self.server.port}"
+
+    def __enter__(self) -> InProcessServer:
+        self.server.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.stop()
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.url, verify=self.verify, timeout=60,
+                            headers=bearer(token) if token else None)
