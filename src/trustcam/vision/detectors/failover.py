@@ -85,7 +85,10 @@ def _serve(conn: Connection, name: str, threads: int, score_threshold: float) ->
     Images arrive through a file-backed shared buffer (only shape and dtype go over the pipe), so a request
     is a few bytes and sending it can never block on a stopped child.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # Ctrl-C in a terminal and `systemctl stop` signal the whole process group: stopping is the parent's job
+    # (it closes the pipe, and this loop ends on EOF), or a clean stop would look like a detector crash
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         from trustcam.vision.detectors.onnx_models import load_detector
 
