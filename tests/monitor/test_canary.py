@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from trustcam.ingest.frame import Frame
 from trustcam.ingest.source import VideoSource
 from trustcam.monitor.canary import CanaryMonitor, CanaryResult
 from trustcam.monitor.canary_target import REFERENCE, CanaryTarget, load_target
+from trustcam.monitor.metrics import Metrics
+from trustcam.monitor.status import StatusBoard
 from trustcam.storage.database import open_database
 from trustcam.vision import catalog
 from trustcam.vision.catalog import ModelError
@@ -30,6 +33,7 @@ from trustcam.vision.detections import iou_matrix
 from trustcam.vision.detectors import load_detector
 from trustcam.vision.detectors.failover import FailoverDetector, ProcessDetector
 from trustcam.vision.frame_detector import FrameDetector
+from trustcam.web.context import AppContext
 
 SPEC = catalog.ASSETS[REFERENCE]
 PROBES = 50
@@ -238,6 +242,7 @@ def test_the_composite_never_reaches_events_or_snapshots(installed_target: Path,
     camera = CameraConfig(source=str(person_video), canary={"every_s": 5, "deadline_s": 10})
     service = Service(Settings(data_dir=tmp_path, cameras={"cam": camera}))
     seen = Recorder(service.bus, CanaryResult, Alert, EventEnded)
+    board = AppContext.for_service(service, None).status  # what /api/cameras shows
     service.start()
     try:
         assert seen.wait(lambda: len(seen.of(CanaryResult)) >= 2, 40), "two probes within 40 s"
@@ -253,6 +258,18 @@ def test_the_composite_never_reaches_events_or_snapshots(installed_target: Path,
     overlap = iou_matrix(np.array([e.best_box for e in events], np.float32), boxes)
     assert float(overlap.max()) < 0.5, "an event was made from the canary's composite"
     assert service.workers[0].canary is not None and service.workers[0].canary.status().passed == len(results)
+    # the status board and the metrics show the last probe
+    last = results[-1]
+    shown = board.camera("cam")
+    assert shown["canary"] == {"outcome": "passed", "passed": True, "time": last.time, "probe": last.probe,
+                               "message": last.message, "score": last.score,
+                               "detection_latency_s": last.detection_latency_s,
+                               "delivery_latency_s": last.delivery_latency_s}
+    assert not [c for c in shown["alerts"] if c["kind"] == "canary"]
+    text = service.metrics.render().decode()
+    assert 'trustcam_canary_last_result{camera="cam"} 1.0' in text
+    stamp = re.search(r'^trustcam_canary_last_probe_timestamp_seconds\{camera="cam"\} (\S+)$', text, re.M)
+    assert stamp and float(stamp.group(1)) == pytest.approx(last.time, abs=1e-3)
 
 
 def test_a_tampered_reference_image_is_refused(installed_target: Path, tmp_path: Path) -> None:
@@ -280,7 +297,13 @@ def test_a_missing_reference_image_fails_every_probe_with_the_fix(person_video: 
     monkeypatch.setenv("TRUSTCAM_MODEL_DIR", str(tmp_path / "empty"))
     bus = Bus()
     seen = Recorder(bus, Alert)
+    board, metrics = StatusBoard(bus, ["cam"]), Metrics(None, bus)
     canary = CanaryMonitor("cam", _camera(), AlertsConfig(), bus, FrameDetector(yolox))
     canary.probe(_frames(person_video, 1)[0], [])
     [failed] = seen.of(Alert)
     assert failed.kind == "canary_failed" and "trustcam models install canary-person" in failed.message
+    shown = board.camera("cam")  # a failed probe is a badge and an active condition until one passes
+    assert shown["canary"]["outcome"] == "no_target" and shown["canary"]["passed"] is False
+    [condition] = shown["alerts"]
+    assert (condition["kind"], condition["detail"]) == ("canary", "no_target")
+    assert 'trustcam_canary_last_result{camera="cam"} 0.0' in metrics.render().decode()

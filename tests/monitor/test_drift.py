@@ -11,7 +11,7 @@ import pytest
 
 from trustcam.ingest.frame import Frame
 from trustcam.ingest.source import VideoSource
-from trustcam.monitor.drift import DriftAlert, DriftMonitor, hour_of, psi
+from trustcam.monitor.drift import DriftAlert, DriftCleared, DriftMonitor, hour_of, psi
 from trustcam.vision.detectors import Detector
 from trustcam.vision.frame_detector import FrameDetector
 from trustcam.vision.tracker import TrackedObject
@@ -81,6 +81,13 @@ def test_dark_night_without_ir_flags_brightness_and_contrast(clip: Clip) -> None
         assert "KS D=" in alert.message and "fell" in alert.message and "check" in alert.message
     # alerted once: the next check while still dark is silent
     assert monitor.check(clip[-1][1]) == []
+    # daylight again: once the recent window holds only normal frames, the episode ends with a clear
+    later = 10 * clip[-1][1]
+    for img, t, objs in clip:
+        monitor.observe(Frame.from_image(img, 0, later + t), objs)
+    cleared = monitor.check(later + clip[-1][1])
+    assert all(isinstance(m, DriftCleared) for m in cleared)
+    assert {"brightness", "contrast"} <= {m.signal for m in cleared}
 
 
 def test_blur_flags_sharpness(clip: Clip) -> None:

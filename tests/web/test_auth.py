@@ -138,6 +138,7 @@ def test_setup_token_creates_the_first_admin_once(tmp_path):
     token = ensure_setup_token(h.settings, h.ctx.engine)
     assert token
     client = h.new_client()
+    assert client.get("/api/auth/setup").json() == {"setup_required": True}  # public: the UI shows the setup form
     body = {"setup_token": token, "username": "root-admin", "password": PASSWORD}
     assert client.post("/api/auth/setup", json={**body, "setup_token": "x" * 43}).status_code == 403
     weak = client.post("/api/auth/setup", json={**body, "password": "password"})
@@ -148,6 +149,7 @@ def test_setup_token_creates_the_first_admin_once(tmp_path):
     again = client.post("/api/auth/setup", json={**body, "username": "second"})
     assert again.status_code == 409 and "already done" in again.json()["detail"]
     assert [u.username for u in h.service.users.all()] == ["root-admin"]
+    assert client.get("/api/auth/setup").json() == {"setup_required": False}
 
 
 def test_admin_without_mfa_can_only_enrol(tmp_path):
@@ -236,6 +238,7 @@ def test_viewer_sees_only_granted_cameras(tmp_path, person_video):
     missing = client.get("/api/cameras/nosuch/snapshot.jpg")
     assert hidden.status_code == missing.status_code == 404
     assert "yard" in hidden.json()["detail"] and "nosuch" in missing.json()["detail"]
+    assert [c["name"] for c in client.get("/api/cameras").json()] == ["office"]
 
 
 def test_password_never_reaches_logs_or_audit(tmp_path, caplog):

@@ -18,19 +18,18 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from web_helpers import bearer, bootstrap
+from web_helpers import bearer, bootstrap, person_camera, write_config
 
 from support import free_port
 
 CLI = [sys.executable, "-m", "trustcam.cli"]
-PUBLIC = {("get", "/api/health"), ("post", "/api/auth/setup"), ("post", "/api/auth/login"), ("post", "/api/auth/mfa")}
+PUBLIC = {("get", "/api/health"), ("get", "/api/auth/setup"), ("post", "/api/auth/setup"), ("post", "/api/auth/login"),
+          ("post", "/api/auth/mfa")}
 
 
 @pytest.fixture
 def server_config(tmp_path: Path, person_video: Path) -> Path:
     """One file camera (the person clip, looping, paced like a live camera) on a free loopback port."""
-    from conftest import person_camera, write_config  # tests/web/conftest.py
-
     return write_config(tmp_path, {"office": person_camera(person_video)}, detector={"failover": []})
 
 
@@ -109,7 +108,7 @@ def test_https_server_auth_and_live_view(running_server, person_video):
                     if (method, path) in PUBLIC:
                         continue
                     url = path.replace("{name}", "office").replace("{event_id}", "0" * 32)
-                    url = url.replace("{username}", "admin").replace("{token_id}", "x")
+                    url = url.replace("{username}", "admin").replace("{token_id}", "x").replace("{row_id}", "1")
                     answer = anonymous.request(method.upper(), url, json={} if method != "get" else None)
                     assert answer.status_code == 401, (method, path, answer.text)
                     checked += 1

@@ -1,13 +1,42 @@
-"""Helpers for the web tests: a free port, and users + API tokens created through the real auth API."""
+"""Helpers for the web tests: configs with file cameras, and users + API tokens created through the real auth API."""
 
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 import httpx
 import pyotp
+import yaml
+
+from support import free_port
 
 PASSWORD = "violet-harbour-47-quietly-zebra"
+
+
+def write_config(tmp_path: Path, cameras: dict[str, dict[str, object]], **sections: object) -> Path:
+    """A config on a free loopback port with data in tmp_path/data; ``sections`` adds/overrides top-level keys."""
+    config: dict[str, object] = {
+        "data_dir": str(tmp_path / "data"),
+        "server": {"host": "127.0.0.1", "port": free_port()},
+        "cameras": cameras,
+    }
+    config.update(sections)
+    path = tmp_path / "trustcam.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def person_camera(video: Path, fps: float = 5.0) -> dict[str, object]:
+    """The person clip (people walk one by one to a table) with a table zone and an enter_zone rule."""
+    return {
+        "source": str(video),
+        "detect": {"fps": fps},
+        "objects": {"track": ["person"], "filters": {"person": {"min_score": 0.3, "threshold": 0.6}}},
+        "zones": {"table": {"coordinates": [[0.40, 0.55], [0.90, 0.55], [0.90, 1.0], [0.40, 1.0]],
+                            "objects": ["person"]}},
+        "rules": [{"name": "at-table", "type": "enter_zone", "zone": "table", "threat": "low"}],
+    }
 
 
 def _ok(response: httpx.Response, *codes: int) -> dict:

@@ -15,7 +15,7 @@ from trustcam.alerts.model import Alert, Severity
 from trustcam.bus import Bus
 from trustcam.config.schema import ThreatLevel
 from trustcam.events.model import CameraCoverage, MotionWhileBlind, RuleTriggered
-from trustcam.monitor.drift import DriftAlert
+from trustcam.monitor.drift import DriftAlert, DriftCleared
 from trustcam.monitor.health import HealthAlert, HealthCleared
 from trustcam.monitor.tamper import TamperAlert, TamperCleared
 
@@ -90,6 +90,12 @@ def from_drift(m: DriftAlert) -> Alert:
                        "baseline": _plain(m.baseline), "current": _plain(m.current)})
 
 
+def from_drift_cleared(m: DriftCleared) -> Alert:
+    return Alert(kind="drift", severity=Severity.info, camera=m.camera, source_time=m.time, cleared=True,
+                 message=f"camera {m.camera}: drift of {m.signal} cleared (back within the baseline)",
+                 data={"signal": m.signal})
+
+
 def from_storage(m: Any) -> Alert:  # StorageAlert; typed loosely so this module does not import the vault
     return Alert(kind="storage", severity=Severity.high, camera=m.camera,
                  message=f"storage alert: {m.message}", source_time=m.time)
@@ -115,7 +121,7 @@ class AlertConverter:
         pairs: list[tuple[type, Callable[[Any], Alert]]] = [
             (RuleTriggered, from_rule), (CameraCoverage, from_coverage), (HealthAlert, from_health),
             (HealthCleared, from_health_cleared), (TamperAlert, from_tamper), (TamperCleared, from_tamper_cleared),
-            (DriftAlert, from_drift), (StorageAlert, from_storage),
+            (DriftAlert, from_drift), (DriftCleared, from_drift_cleared), (StorageAlert, from_storage),
         ]
         for message_type, convert in pairs:
             self.bus.subscribe(message_type, lambda m, convert=convert: self.bus.publish(convert(m)))

@@ -137,6 +137,12 @@ class AlertDispatcher:
         for sink in self.sinks:
             sink.stop()
 
+    def wake(self, sinks: list[str] | None = None) -> None:
+        """Look at the outbox now (e.g. after dead letters were replayed) instead of at the next poll."""
+        for name, event in self._wake.items():
+            if sinks is None or name in sinks:
+                event.set()
+
     # --- the worker --------------------------------------------------------------------------------------
     def _work(self, sink: Sink) -> None:
         wake = self._wake[sink.name]

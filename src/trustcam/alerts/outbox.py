@@ -111,8 +111,11 @@ class Outbox:
         with Session(self.engine) as session, session.begin():
             session.execute(update(OutboxRow).where(OutboxRow.id == row_id).values(**values))
 
-    def rows(self, state: State | None = None, sink: str | None = None, alert_id: str | None = None) -> list[Delivery]:
+    def rows(self, state: State | None = None, sink: str | None = None, alert_id: str | None = None,
+             row_id: int | None = None) -> list[Delivery]:
         query = select(OutboxRow).order_by(OutboxRow.id)
+        if row_id is not None:
+            query = query.where(OutboxRow.id == row_id)
         if state is not None:
             query = query.where(OutboxRow.state == state)
         if sink is not None:

@@ -119,6 +119,15 @@ def _thin(values: list[float]) -> list[float]:
     return [values[i] for i in idx]
 
 
+@dataclass(frozen=True)
+class DriftCleared:
+    """A drifted signal is back within its baseline (the episode that :class:`DriftAlert` opened has ended)."""
+
+    camera: str
+    signal: str
+    time: float
+
+
 class DriftMonitor:
     """Per-camera drift monitor: :meth:`observe` every analysed frame, :meth:`check` now and then."""
 
@@ -186,8 +195,9 @@ class DriftMonitor:
 
     # -- testing ---------------------------------------------------------------------------------------------
 
-    def check(self, now: float) -> list[DriftAlert]:
-        """Compare the recent window with the baseline; new alerts only (a signal re-alerts after recovering)."""
+    def check(self, now: float) -> list[DriftAlert | DriftCleared]:
+        """Compare the recent window with the baseline: an alert when a signal starts drifting, a clear when a
+        drifting one is back to normal (nothing while a state lasts)."""
         recent = [s for s in self._recent if s.time >= now - self.window_s]
         if not self.baseline or len(recent) < self.min_samples:
             return []
@@ -195,7 +205,7 @@ class DriftMonitor:
         labels = {k.split(":", 1)[1] for k in base if k.startswith("rate:")}
         labels |= {label for s in recent for label in s.counts}
         current = self._signals(recent, labels)
-        alerts: list[DriftAlert] = []
+        alerts: list[DriftAlert | DriftCleared] = []
         for signal, values in current.items():
             ref = base.get(signal)
             if ref is None:  # a label never seen in the baseline: all-zero counts, no scores
@@ -204,7 +214,9 @@ class DriftMonitor:
                 ref = [0.0] * len(base["brightness"])
             result = self._test(signal, ref, values)
             if result is None:
-                self._active.discard(signal)
+                if signal in self._active:
+                    self._active.discard(signal)
+                    alerts.append(DriftCleared(self.camera, signal, now))
                 continue
             stat, value, p = result
             if signal in self._active:

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from trustcam.alerts.model import Alert, AlertDelivered, AlertDeliveryFailed
 from trustcam.bus import Bus
 from trustcam.events.model import CameraCoverage, EventEnded
+from trustcam.monitor.canary import CanaryResult
 from trustcam.monitor.health import HealthAlert, HealthCleared
 from trustcam.monitor.tamper import TamperAlert, TamperCleared
 
@@ -81,6 +82,12 @@ class Metrics:
                               registry=r)
         self.problems = Gauge("trustcam_camera_problem", "1 while a health or tamper problem is active.",
                               ["camera", "problem"], registry=r)
+        self.canary_result = Gauge("trustcam_canary_last_result", "1 when the camera's last canary self-test passed "
+                                   "(test person detected and delivered in time), 0 when it failed.", ["camera"],
+                                   registry=r)
+        self.canary_time = Gauge("trustcam_canary_last_probe_timestamp_seconds", "When the camera's last canary "
+                                 "probe started (epoch s): alert if it is older than a few canary.every_s.",
+                                 ["camera"], registry=r)
         if service is not None:
             r.register(_ServiceCollector(service))
             for name, cam in service.settings.cameras.items():
@@ -89,6 +96,7 @@ class Metrics:
         bus.subscribe(EventEnded, lambda m: self.events.labels(m.event.camera, m.event.label).inc())
         bus.subscribe(Alert, lambda m: self.alerts.labels(m.kind, m.severity.value).inc())
         bus.subscribe(AlertDelivered, self._delivered)
+        bus.subscribe(CanaryResult, self._canary)
         bus.subscribe(AlertDeliveryFailed,
                       lambda m: self.deliveries.labels(m.sink, "dead" if m.dead else "failed").inc())
         bus.subscribe(CameraCoverage, lambda m: self._set_coverage(
@@ -101,6 +109,10 @@ class Metrics:
     def _delivered(self, m: AlertDelivered) -> None:
         self.deliveries.labels(m.sink, "delivered").inc()
         self.latency.labels(m.sink).observe(max(0.0, m.latency_s))
+
+    def _canary(self, m: CanaryResult) -> None:
+        self.canary_result.labels(m.camera).set(1.0 if m.outcome == "passed" else 0.0)
+        self.canary_time.labels(m.camera).set(m.time)
 
     def _set_coverage(self, camera: str, state: str) -> None:
         for s in COVERAGE_STATES:

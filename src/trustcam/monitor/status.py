@@ -1,6 +1,6 @@
 """Camera status board: what each camera is doing right now, for the web UI and the API.
 
-It listens to the bus (health, tamper, drift, AI coverage, canary alerts) and keeps the conditions that are
+It listens to the bus (health, tamper, drift, AI coverage, canary results) and keeps the conditions that are
 active, so an operator sees at a glance which camera cannot be trusted at the moment and why, without
 reading logs. Stream state and fps come from the stream's own counters.
 """
@@ -16,11 +16,10 @@ from trustcam.alerts.model import Alert
 from trustcam.bus import Bus
 from trustcam.events.model import CameraCoverage
 from trustcam.ingest.stream import StreamStats
-from trustcam.monitor.drift import DriftAlert
+from trustcam.monitor.canary import CanaryResult
+from trustcam.monitor.drift import DriftAlert, DriftCleared
 from trustcam.monitor.health import HealthAlert, HealthCleared
 from trustcam.monitor.tamper import TamperAlert, TamperCleared
-
-DRIFT_ACTIVE_S = 24 * 3600.0  # drift has no "cleared" message: a drift alert is shown for a day
 
 
 @dataclass(frozen=True)
@@ -47,8 +46,9 @@ class StatusBoard:
         bus.subscribe(TamperAlert, lambda m: self._raise(m.camera, "tamper", m.kind, m.message))
         bus.subscribe(TamperCleared, lambda m: self._clear(m.camera, "tamper", m.kind))
         bus.subscribe(DriftAlert, lambda m: self._raise(m.camera, "drift", m.signal, m.message))
+        bus.subscribe(DriftCleared, lambda m: self._clear(m.camera, "drift", m.signal))
         bus.subscribe(CameraCoverage, self._on_coverage)
-        bus.subscribe(Alert, self._on_alert)
+        bus.subscribe(CanaryResult, self._on_canary)
 
     def _raise(self, camera: str, kind: str, detail: str, message: str) -> None:
         with self._lock:
@@ -72,22 +72,23 @@ class StatusBoard:
                         f"camera {message.camera}: AI coverage {change.state} ({change.reason}; now "
                         f"{change.active or 'no detector'})")
 
-    def _on_alert(self, alert: Alert) -> None:
-        if alert.kind != "canary" or alert.camera is None:
-            return
+    def _on_canary(self, result: CanaryResult) -> None:
+        """The last probe's result; a failed probe is an active condition until a probe passes."""
         with self._lock:
-            ok = alert.test or alert.cleared  # a delivered test alert, or a cleared miss, means it works
-            self._canary[alert.camera] = {"ok": ok, "time": alert.time, "message": alert.message}
-        if alert.test or alert.cleared:
-            self._clear(alert.camera, "canary", "miss")
-        else:
-            self._raise(alert.camera, "canary", "miss", alert.message)
+            self._canary[result.camera] = {
+                "outcome": result.outcome, "passed": result.outcome == "passed", "time": result.time,
+                "probe": result.probe, "message": result.message, "score": result.score,
+                "detection_latency_s": result.detection_latency_s, "delivery_latency_s": result.delivery_latency_s}
+            failed = [key for key in self._active.setdefault(result.camera, {}) if key[0] == "canary"]
+            for key in failed:
+                self._active[result.camera].pop(key)
+        if result.outcome != "passed":
+            self._raise(result.camera, "canary", result.outcome,
+                        f"canary self-test of camera {result.camera} failed ({result.outcome}): {result.message}")
 
     def conditions(self, camera: str) -> list[Condition]:
-        now = time.time()
         with self._lock:
-            items = list(self._active.get(camera, {}).values())
-        return [c for c in items if c.kind != "drift" or now - c.since < DRIFT_ACTIVE_S]
+            return list(self._active.get(camera, {}).values())
 
     def camera(self, name: str) -> dict[str, Any]:
         stats = self.streams.get(name)

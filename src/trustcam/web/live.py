@@ -34,7 +34,7 @@ def draw(image: np.ndarray, objects: Sequence[TrackedObject], zones: dict[str, l
     """A copy of ``image`` with zone polygons (fractions of the frame) and labelled boxes drawn."""
     canvas = image.copy()
     h, w = canvas.shape[:2]
-    thickness = max(1, h // 360)
+    thickness = max(2, h // 360)  # a 1-px line loses its colour to JPEG chroma subsampling
     scale = max(0.4, h / 1000)
     for name, polygon in zones.items():
         points = np.array([[round(x * w), round(y * h)] for x, y in polygon], np.int32)

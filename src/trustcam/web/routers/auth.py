@@ -5,41 +5,43 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from trustcam.security.access import LoginResult
 from trustcam.security.credentials import csrf_token, digest
 from trustcam.web.auth import SESSION_COOKIE, Principal, access_control, audit, client_address, http_errors, require
+from trustcam.web.models import ApiModel
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-
-class SetupRequest(Body):
+class SetupRequest(ApiModel):
     setup_token: str = Field(max_length=200, description="Printed by `trustcam run` at first start.")
     username: str = Field(max_length=64, description="The first admin's user name.")
     password: str = Field(max_length=1024, description="At least 12 characters, zxcvbn strength 3 or more.")
 
 
-class SetupResponse(Body):
+class SetupState(ApiModel):
+    setup_required: bool = Field(description="True only while no user exists: the first admin must be created.")
+
+
+class SetupResponse(ApiModel):
     username: str
     role: str
 
 
-class LoginRequest(Body):
+class LoginRequest(ApiModel):
     username: str = Field(max_length=64)
     password: str = Field(max_length=1024)
 
 
-class MfaRequest(Body):
+class MfaRequest(ApiModel):
     challenge: str = Field(max_length=200, description="From the login answer.")
     code: str = Field(max_length=32, description="6-digit TOTP code, or a recovery code (xxxx-xxxx-xxxx-xxxx).")
 
 
-class LoginResponse(Body):
+class LoginResponse(ApiModel):
     mfa_required: bool = Field(description="True: send the challenge and a code to POST /api/auth/mfa.")
     challenge: str | None = None
     username: str | None = None
@@ -58,6 +60,13 @@ def _session_answer(request: Request, response: Response, result: LoginResult) -
     return LoginResponse(mfa_required=False, username=result.user.username, role=result.user.role.value,
                          csrf_token=csrf_token(result.session),
                          mfa_enrolment_required=service.mfa_pending(result.user))
+
+
+@router.get("/setup", response_model=SetupState)
+def setup_state(request: Request) -> SetupState:
+    """Public: whether the first admin still has to be created (the login screen then shows the first-start form).
+    It reveals nothing else: no user name, no count."""
+    return SetupState(setup_required=access_control(request).users.count() == 0)
 
 
 @router.post("/setup", status_code=201, response_model=SetupResponse)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -24,6 +24,7 @@ from trustcam.storage.schema import EventRow
 from trustcam.storage.vault import VaultError
 from trustcam.web.auth import Principal, audit, require, require_camera
 from trustcam.web.context import AppContext, Ctx
+from trustcam.web.models import ApiModel
 
 router = APIRouter(tags=["events"])
 Viewer = Annotated[Principal, Depends(require(Role.viewer, Role.operator, Role.admin))]
@@ -31,9 +32,7 @@ Operator = Annotated[Principal, Depends(require(Role.operator, Role.admin))]
 EventId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Event id.")]
 
 
-class ReviewRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReviewRequest(ApiModel):
     verdict: Verdict = Field(description="true_positive: a real object of that label; false_positive: not.")
     note: str | None = Field(None, max_length=1000, description="Free text kept with the verdict.")
 

@@ -5,24 +5,22 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from trustcam.security import totp
 from trustcam.security.credentials import csrf_token
 from trustcam.security.errors import SecurityError
 from trustcam.security.roles import Role
 from trustcam.web.auth import Principal, access_control, audit, http_errors, require
+from trustcam.web.models import ApiModel
 from trustcam.web.routers.users import TokenOut, token_list
 
 router = APIRouter(prefix="/api/me", tags=["me"])
 AnyUser = Annotated[Principal, Depends(require())]
 
 
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-
-class MeOut(Body):
+class MeOut(ApiModel):
     username: str
     role: Role
     cameras: list[str] | None = Field(description="Cameras granted; null means all.")
@@ -32,32 +30,32 @@ class MeOut(Body):
     via: str = Field(description="'session' or 'token'.")
 
 
-class EnrollOut(Body):
+class EnrollOut(ApiModel):
     secret: str = Field(description="Base32 TOTP secret (for manual entry).")
     otpauth_uri: str
     qr_svg: str = Field(description="The otpauth URI as an inline SVG QR code.")
 
 
-class CodeIn(Body):
+class CodeIn(ApiModel):
     code: str = Field(max_length=16, description="The current 6-digit code from the authenticator app.")
 
 
-class RecoveryOut(Body):
+class RecoveryOut(ApiModel):
     recovery_codes: list[str] = Field(description="One-time codes for a lost device. Shown once: store them offline.")
 
 
-class PasswordIn(Body):
+class PasswordIn(ApiModel):
     current_password: str = Field(max_length=1024)
     new_password: str = Field(max_length=1024)
 
 
-class TokenIn(Body):
+class TokenIn(ApiModel):
     name: str = Field(max_length=64, description="What the token is for, e.g. 'prometheus'.")
     days: int = Field(ge=1, description="Lifetime in days (at most server.api_token_max_days).")
     role: Role | None = Field(None, description="Role of the token, at most yours (default: yours).")
 
 
-class NewTokenOut(Body):
+class NewTokenOut(ApiModel):
     token: str = Field(description="tc_<id>_<secret>; shown once. Send it as 'Authorization: Bearer <token>'.")
     info: TokenOut
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from trustcam.security.access import AccessControl
 from trustcam.security.credentials import TokenInfo
@@ -13,16 +13,14 @@ from trustcam.security.errors import SecurityError
 from trustcam.security.roles import Role
 from trustcam.security.users import User
 from trustcam.web.auth import Principal, access_control, audit, http_errors, require
+from trustcam.web.models import ApiModel
 
 router = APIRouter(tags=["users"])
 Admin = Annotated[Principal, Depends(require(Role.admin))]
 
 
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-
-class UserOut(Body):
+class UserOut(ApiModel):
     username: str
     role: Role
     cameras: list[str] | None = Field(description="Cameras granted; null means all.")
@@ -38,21 +36,21 @@ class UserOut(Body):
                    created=user.created, updated=user.updated)
 
 
-class UserCreate(Body):
+class UserCreate(ApiModel):
     username: str = Field(max_length=64)
     password: str = Field(max_length=1024, description="At least 12 characters, zxcvbn strength 3 or more.")
     role: Role
     cameras: list[str] | None = Field(None, description="Cameras granted; null or absent means all.")
 
 
-class UserPatch(Body):
+class UserPatch(ApiModel):
     role: Role | None = None
     cameras: list[str] | None = Field(None, description="Cameras granted; null means all (omit to keep).")
     disabled: bool | None = Field(None, description="True ends every session and refuses logins.")
     reset_mfa: bool = Field(False, description="Forget the user's TOTP and recovery codes; they enrol again.")
 
 
-class TokenOut(Body):
+class TokenOut(ApiModel):
     id: str
     username: str
     name: str

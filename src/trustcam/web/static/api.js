@@ -12,15 +12,6 @@ export class ApiError extends Error {
   }
 }
 
-function detailText(detail, status) {
-  if (!detail) return `the server answered ${status}`;
-  if (typeof detail === "string") return detail;
-  if (Array.isArray(detail)) { // FastAPI validation errors: [{loc, msg}]
-    return detail.map((d) => `${(d.loc || []).filter((p) => p !== "body").join(".")}: ${d.msg}`).join("; ");
-  }
-  return JSON.stringify(detail);
-}
-
 /** Query string from an object, skipping empty values. */
 export function qs(params) {
   const q = new URLSearchParams();
@@ -49,9 +40,9 @@ export async function api(method, path, body, { raw = false, quiet401 = false } 
     window.dispatchEvent(new CustomEvent("trustcam:signed-out"));
   }
   if (!res.ok) {
-    let detail = null;
-    try { detail = (await res.json()).detail; } catch { /* not JSON */ }
-    throw new ApiError(res.status, detailText(detail, res.status));
+    let detail = `the server answered ${res.status}`; // every API error is {"detail": "<problem and fix>"}
+    try { detail = (await res.json()).detail; } catch { /* not JSON: a proxy in between? */ }
+    throw new ApiError(res.status, detail);
   }
   if (raw) return res;
   if (res.status === 204) return null;
@@ -72,9 +63,9 @@ export async function loadMe() {
   return session.me;
 }
 
-/** After a login answer: keep its CSRF token, then read /api/me for the rest. */
+/** After a login or MFA answer that opened a session: keep its CSRF token, then read /api/me for the rest. */
 export async function adoptSession(answer) {
-  if (answer && answer.csrf_token) session.csrf = answer.csrf_token;
+  session.csrf = answer.csrf_token;
   return loadMe();
 }
 

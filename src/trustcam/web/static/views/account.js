@@ -24,7 +24,7 @@ export async function render(main) {
   const mine = tokenTable("/api/me/tokens", "/api/me/tokens", false);
   mount(main, h("section", {}, h("h1", {}, "My account"),
     h("p", {}, `Signed in as ${me.username}, role ${me.role}`,
-      me.cameras && me.cameras.length ? `, cameras: ${me.cameras.join(", ")}` : "", "."),
+      me.cameras === null ? "" : `, cameras: ${me.cameras.join(", ") || "none"}`, "."),
     h("p", {}, "Two-step verification: ", me.mfa_enrolled ? "active." : h("a", { href: "#/mfa" }, "set it up")),
     pwForm, createTokenForm(mine.draw), h("h2", {}, "My tokens"), mine.table));
   await mine.draw();

@@ -9,23 +9,22 @@ export async function render(main, args, _query, { go }) {
   const ev = await api("GET", path);
   const review = reviewOf(ev);
   const ack = ackOf(ev);
-  const model = ev.model || { name: ev.model_name, sha256: ev.model_sha256 };
   const facts = [
     ["Camera", h("a", { href: `#/live/${encodeURIComponent(ev.camera)}` }, ev.camera)],
-    ["Object", `${ev.label}${ev.track_id !== undefined ? ` (track ${ev.track_id})` : ""}`],
+    ["Object", `${ev.label} (track ${ev.track_id})`],
     ["When", `${when(ev.start)} – ${when(ev.end)}`],
-    ["Best score", ev.best_score !== undefined ? Number(ev.best_score).toFixed(2) : "–"],
-    ["Threat", badge(ev.threat || "none", threatKind(ev.threat))],
-    ["Zones", (ev.zones || []).join(", ") || "–"],
-    ["Rules", (ev.rules || []).map((r) => `${r.rule || r.name || r}${r.threat ? ` (${r.threat})` : ""}`).join(", ") || "–"],
-    ["Model", model && model.name ? h("span", {}, model.name, " ", h("code", { title: model.sha256 || "" },
-      (model.sha256 || "").slice(0, 12))) : "–"],
+    ["Best score", ev.best_score.toFixed(2)],
+    ["Threat", badge(ev.threat, threatKind(ev.threat))],
+    ["Zones", ev.zones.join(", ") || "–"],
+    ["Rules", ev.rules.map((r) => `${r.name} (${r.threat})`).join(", ") || "–"],
+    ["Model", ev.model.name ? h("span", {}, ev.model.name, " ", h("code", { title: ev.model.sha256 || "" },
+      (ev.model.sha256 || "").slice(0, 12))) : "–"],
     ["Review", h("span", { id: "review-state" }, reviewBadge(ev),
       review.note ? h("span", { id: "review-note" }, ` “${review.note}”`) : null,
       review.by ? h("span", { class: "muted" }, ` by ${review.by}${review.at ? `, ${when(review.at)}` : ""}`) : null)],
-    ["Acknowledged", ack.done ? `${ack.by || "yes"}${ack.at ? `, ${when(ack.at)}` : ""}` : "no"],
+    ["Acknowledged", ack.done ? `${ack.by}, ${when(ack.at)}` : "no"],
   ];
-  const history = (ev.history || []).map((entry) => h("li", {}, `${when(entry.time)} ${entry.user || ""}: `,
+  const history = ev.history.map((entry) => h("li", {}, `${when(entry.time)} ${entry.user}: `,
     entry.verdict ? `${VERDICTS[entry.verdict] || entry.verdict}${entry.note ? ` – “${entry.note}”` : ""}`
       : "acknowledged"));
   const details = h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
@@ -71,13 +70,7 @@ export async function render(main, args, _query, { go }) {
     const exportBtn = h("button", { type: "button", id: "export", class: "secondary" }, "Export evidence");
     const exportOut = h("p", { id: "export-result", class: "muted" });
     exportBtn.addEventListener("click", () => act(exportBtn, async () => {
-      const res = await api("POST", `${path}/export`, {}, { raw: true });
-      const type = res.headers.get("content-type") || "";
-      if (type.includes("json")) {
-        const info = await res.json();
-        mount(exportOut, "Exported: ", h("code", {}, info.path || info.file || info.name || JSON.stringify(info)));
-        return;
-      }
+      const res = await api("POST", `${path}/export`, {}, { raw: true }); // the signed ZIP
       const blob = await res.blob();
       const disposition = res.headers.get("content-disposition") || "";
       const name = (/filename="?([^";]+)"?/.exec(disposition) || [])[1] || `trustcam-evidence-${id}.zip`;

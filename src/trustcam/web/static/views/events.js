@@ -35,21 +35,20 @@ export async function render(main, _args, query, { go }) {
       until: toEpoch(until.input.value), reviewed: reviewed.input.value })}`);
   });
 
-  const events = page.events || [];
-  const total = page.total ?? events.length;
+  const { events, total } = page;
   const rows = events.map((ev) => h("li", { class: "event-row", dataset: { id: ev.id } },
     h("a", { href: `#/events/${encodeURIComponent(ev.id)}`, class: "event-link" },
-      ev.has_snapshot === false ? h("span", { class: "thumb" })
+      !ev.has_snapshot ? h("span", { class: "thumb" })
         : h("img", { class: "thumb", loading: "lazy", alt: `Snapshot of ${ev.label} on ${ev.camera}`,
           src: `/api/events/${encodeURIComponent(ev.id)}/snapshot.jpg`,
           onerror: (e) => e.target.classList.add("missing") }),
       h("span", { class: "event-main" },
         h("strong", {}, ev.label), " on ", h("span", {}, ev.camera), " ",
-        badge(ev.threat || "none", threatKind(ev.threat)), " ", reviewBadge(ev),
+        badge(ev.threat, threatKind(ev.threat)), " ", reviewBadge(ev),
         h("br"),
         h("span", { class: "muted" }, when(ev.start),
-          ev.best_score !== undefined ? ` · score ${Number(ev.best_score).toFixed(2)}` : "",
-          (ev.rules || []).length ? ` · ${(ev.rules || []).map((r) => r.rule || r.name || r).join(", ")}` : "")))));
+          ` · score ${ev.best_score.toFixed(2)}`,
+          ev.rules.length ? ` · ${ev.rules.map((r) => r.name).join(", ")}` : "")))));
 
   const pageLink = (off, text) => h("button", { type: "button", class: "secondary",
     onclick: () => go(`#/events${qs({ ...filters, offset: off || "" })}`) }, text);
@@ -68,7 +67,7 @@ export async function render(main, _args, query, { go }) {
       if (form.contains(document.activeElement)) return; // do not wipe filters being typed
       try {
         const fresh = await api("GET", `/api/events${qs({ ...filters, limit: PAGE, offset: 0 })}`);
-        if ((fresh.total ?? 0) !== total) go(location.hash || "#/events");
+        if (fresh.total !== total) go(location.hash || "#/events");
       } catch { /* 401 handled globally */ }
     }, 5000);
     return () => clearInterval(timer);

@@ -61,7 +61,7 @@ function showSecret(main, enrol, afterLogin) {
     act(confirm, async () => {
       const answer = await api("POST", "/api/me/mfa/confirm", { code: code.input.value.replace(/\s+/g, "") });
       await loadMe();
-      showRecovery(main, answer.recovery_codes || [], afterLogin);
+      showRecovery(main, answer.recovery_codes, afterLogin);
     });
   });
 }

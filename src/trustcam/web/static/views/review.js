@@ -1,24 +1,16 @@
-// Reading an event's review state, whatever shape the server nests it in.
+// An event's review state as the API sends it: `acknowledged` and `review` are null or {user, time[, verdict, note]}.
 import { badge } from "../dom.js";
 
 export const VERDICTS = { true_positive: "true positive", false_positive: "false positive" };
 
 export function reviewOf(ev) {
   const r = ev.review || {};
-  return {
-    verdict: r.verdict ?? ev.verdict ?? null,
-    note: r.note ?? ev.review_note ?? ev.note ?? "",
-    by: r.by ?? r.user ?? r.username ?? ev.reviewed_by ?? "",
-    at: r.at ?? r.time ?? ev.reviewed_at ?? null,
-  };
+  return { verdict: r.verdict || null, note: r.note || "", by: r.user || "", at: r.time || null };
 }
 
 export function ackOf(ev) {
-  const a = (ev.acknowledged && typeof ev.acknowledged === "object" ? ev.acknowledged : ev.ack) || {};
-  const by = a.by ?? a.user ?? ev.acknowledged_by ?? ev.acked_by ?? "";
-  const at = a.at ?? a.time ?? ev.acknowledged_at ?? ev.acked_at ?? null;
-  const done = Boolean(ev.acknowledged || by || at);
-  return { done, by, at };
+  const a = ev.acknowledged;
+  return { done: Boolean(a), by: a ? a.user : "", at: a ? a.time : null };
 }
 
 export function reviewBadge(ev) {

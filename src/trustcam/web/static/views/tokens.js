@@ -2,8 +2,6 @@
 import { ROLES, api, session } from "../api.js";
 import { act, badge, field, h, mount, when } from "../dom.js";
 
-const list = (answer, key) => (Array.isArray(answer) ? answer : (answer && answer[key]) || []);
-
 /** Form creating a token for the signed-in user; `onCreated` re-draws the list. */
 export function createTokenForm(onCreated) {
   const name = field("Token name", { name: "token_name", required: true, pattern: "[A-Za-z0-9_.-]+",
@@ -39,9 +37,9 @@ export function tokenTable(path, revokeBase, showOwner) {
     [showOwner ? "User" : null, "Name", "Role", "Created", "Expires", "Last used", "State", ""]
       .filter((t) => t !== null).map((t) => h("th", { scope: "col" }, t)))), tbody);
   async function draw() {
-    const tokens = list(await api("GET", path), "tokens");
+    const tokens = await api("GET", path);
     mount(tbody, tokens.length ? tokens.map((t) => {
-      const revoked = Boolean(t.revoked || t.revoked_at);
+      const revoked = t.revoked !== null;
       const revoke = h("button", { type: "button", class: "secondary danger", disabled: revoked,
         "aria-label": `Revoke token ${t.name}` }, "Revoke");
       revoke.addEventListener("click", () => {
@@ -49,9 +47,9 @@ export function tokenTable(path, revokeBase, showOwner) {
         act(revoke, async () => { await api("DELETE", `${revokeBase}/${encodeURIComponent(t.id)}`); await draw(); },
           "Token revoked.");
       });
-      return h("tr", {}, showOwner ? h("td", {}, t.username || t.user || "") : null, h("td", {}, t.name),
-        h("td", {}, t.role || ""), h("td", {}, when(t.created_at ?? t.created)),
-        h("td", {}, when(t.expires_at ?? t.expires)), h("td", {}, when(t.last_used_at ?? t.last_used) || "never"),
+      return h("tr", {}, showOwner ? h("td", {}, t.username) : null, h("td", {}, t.name),
+        h("td", {}, t.role), h("td", {}, when(t.created)),
+        h("td", {}, when(t.expires)), h("td", {}, when(t.last_used) || "never"),
         h("td", {}, revoked ? badge("revoked", "bad") : badge("active", "ok")), h("td", {}, revoke));
     }) : h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No token.")));
   }

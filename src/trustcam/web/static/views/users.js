@@ -2,8 +2,6 @@
 import { ROLES, api, session } from "../api.js";
 import { act, badge, field, flash, h, mount, when } from "../dom.js";
 
-const list = (answer) => (Array.isArray(answer) ? answer : (answer && answer.users) || []);
-
 function cameraChoices(cameras, granted, prefix) {
   return h("fieldset", { class: "cams" }, h("legend", {}, "Cameras (none ticked: all cameras)"),
     cameras.map((c) => h("label", { class: "inline" },
@@ -44,7 +42,7 @@ export async function render(main) {
   }
 
   async function draw() {
-    const users = list(await api("GET", "/api/users"));
+    const users = await api("GET", "/api/users");
     mount(tbody, users.map((u) => {
       const self = u.username === session.me.username;
       const roleSel = h("select", { "aria-label": `Role of ${u.username}`, disabled: self },
@@ -52,7 +50,7 @@ export async function render(main) {
       const saveRole = h("button", { type: "button", class: "secondary", disabled: self }, "Set role");
       saveRole.addEventListener("click", () => act(saveRole,
         () => patch(u.username, { role: roleSel.value }, `${u.username} is now ${roleSel.value}.`)));
-      const disabled = Boolean(u.disabled);
+      const { disabled } = u;
       const toggle = h("button", { type: "button", class: "secondary", disabled: self,
         dataset: { action: disabled ? "enable" : "disable" } }, disabled ? "Enable" : "Disable");
       toggle.addEventListener("click", () => act(toggle,
@@ -68,8 +66,8 @@ export async function render(main) {
         act(del, async () => { await api("DELETE", `/api/users/${encodeURIComponent(u.username)}`); await draw(); },
           `${u.username} deleted.`);
       });
-      const camEdit = h("details", {}, h("summary", {}, Array.isArray(u.cameras) && u.cameras.length
-        ? u.cameras.join(", ") : "all cameras"));
+      const camEdit = h("details", {}, h("summary", {}, u.cameras === null ? "all cameras" : u.cameras.join(", ")
+        || "no camera"));
       if (!self) {
         const box = cameraChoices(cameras, u.cameras, `u-${u.username}`);
         const saveCams = h("button", { type: "button", class: "secondary" }, "Save cameras");
