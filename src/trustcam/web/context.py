@@ -39,8 +39,7 @@ class AppContext:
         cameras = {name: cam for name, cam in self.settings.cameras.items() if cam.enabled}
         streams = {w.camera_name: w.stream.stats for w in self.service.workers} if self.service else {}
         if self.status is None:
-            self.status = StatusBoard(self.bus, list(cameras), streams,
-                                      {name: cam.drift.check_every_s for name, cam in cameras.items()})
+            self.status = StatusBoard(self.bus, list(cameras), streams)
         if self.alerts is None:
             self.alerts = RecentAlerts(self.bus)
         if self.live is None:
