@@ -16,9 +16,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 demo: setup models
 	$(BIN)/trustcam run --config examples/demo.yaml
 
+# Tests run in 2 processes (pytest-xdist): many wait on real time (live cameras, brokers, receivers).
+TEST_WORKERS ?= 2
 test: setup models
 	$(BIN)/ruff check src tests bench
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 setup: system-deps $(VENV)/.installed
 
