@@ -53,6 +53,10 @@ def build_sinks(settings: Settings) -> list[Sink]:
     return sinks
 
 
+def why_not_ready(sink: Sink) -> str:
+    return f" ({sink.last_error})" if sink.last_error else ""
+
+
 class CameraStates:
     """Active problems per camera (health, tamper, AI coverage), from the bus, for heartbeats."""
 
@@ -229,7 +233,8 @@ class AlertDispatcher:
                     continue
                 if not sink.wait_ready(connect_timeout):
                     results.append(AttemptResult(row, "unreachable", f"{sink.name}: not connected within "
-                                                 f"{connect_timeout:.0f}s; `trustcam run` delivers it later"))
+                                                 f"{connect_timeout:.0f}s{why_not_ready(sink)}; `trustcam run` "
+                                                 "delivers it later"))
                     continue
                 results.append(self.attempt(sink, row))
         finally:
@@ -247,7 +252,7 @@ class AlertDispatcher:
         try:
             for sink in self.sinks:
                 if not sink.wait_ready(connect_timeout):
-                    results[sink.name] = f"not connected within {connect_timeout:.0f}s"
+                    results[sink.name] = f"not connected within {connect_timeout:.0f}s{why_not_ready(sink)}"
                     continue
                 try:
                     sink.deliver(alert)

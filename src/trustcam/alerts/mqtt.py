@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 from collections import deque
@@ -22,12 +23,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from trustcam.alerts.model import Alert
 from trustcam.alerts.secrets import read_secret_file
 from trustcam.alerts.sink import DeliveryError, Sink
+from trustcam.config import ConfigError
 from trustcam.config.schema import CameraConfig, MqttConfig
 
 log = logging.getLogger(__name__)
 PASSWORD_ENV = "TRUSTCAM_MQTT_PASSWORD"
 PUBACK_TIMEOUT_S = 5.0
 OFF_DELAY_S = 30  # Home Assistant turns a rule (motion/person) sensor off this long after the last alert
+AUTH_REFUSALS = {"Bad user name or password", "Not authorized"}
 
 
 def alert_topic(prefix: str, alert: Alert) -> str:
@@ -88,6 +91,54 @@ def mqtt_password(config: MqttConfig) -> str | None:
     return None
 
 
+def tls_context(config: MqttConfig) -> ssl.SSLContext:
+    """Verifies the broker against ``ca_file`` (a self-hosted broker's own CA) or else the system CA store."""
+    if config.ca_file is None:
+        return ssl.create_default_context()
+    path = config.ca_file.expanduser()
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except FileNotFoundError:
+        raise ConfigError(f"alerts.mqtt.ca_file: {path} does not exist; give the PEM file of the CA that signed the "
+                          "broker's certificate") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"alerts.mqtt.ca_file: {path} is not a readable PEM CA certificate ({exc}); give the CA "
+                          "that signed the broker's certificate") from None
+
+
+def connect_failure(config: MqttConfig, exc: OSError) -> str:
+    """Why the TCP/TLS connection failed, in words naming the broker and the fix."""
+    broker = f"broker {config.host}:{config.port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = str(exc.verify_message).rstrip(".")
+        if "mismatch" in reason:  # signed by a trusted CA, but for other names
+            return (f"{broker}: TLS certificate not trusted ({reason}); set alerts.mqtt.host to a name or IP address "
+                    f"the certificate lists (its subjectAltName), or reissue it for {config.host}")
+        trust = f"alerts.mqtt.ca_file ({config.ca_file})" if config.ca_file else "the system CA store"
+        return (f"{broker}: TLS certificate not trusted ({reason}); it must be signed by a CA in {trust}; "
+                "set alerts.mqtt.ca_file to the PEM certificate of the CA that signed the broker's certificate")
+    plain = "; with tls: true this usually means the port is a plain MQTT listener: use the broker's TLS port"
+    if isinstance(exc, ssl.SSLError):
+        return f"{broker}: TLS handshake failed ({exc.reason or exc}){plain}"
+    if config.tls and isinstance(exc, ConnectionResetError):
+        return f"{broker}: TLS handshake failed (connection reset by the broker){plain} (usually 8883)"
+    return f"cannot connect to {broker}: {exc.strerror or exc}"
+
+
+class _Client(mqtt.Client):
+    """paho's client, telling us *why* a (re)connection failed (paho's on_connect_fail does not say)."""
+
+    on_connect_error: Any = None
+
+    def reconnect(self) -> mqtt.MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            if self.on_connect_error is not None:
+                self.on_connect_error(exc)
+            raise
+
+
 class MqttSink(Sink):
     """Connects in the background (paho's own thread, reconnecting with backoff) and publishes alerts."""
 
@@ -97,11 +148,12 @@ class MqttSink(Sink):
         self.config = config
         self.cameras = cameras
         self.prefix = config.topic_prefix
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=config.client_id)
+        self.client = _Client(CallbackAPIVersion.VERSION2, client_id=config.client_id)
         if config.username is not None:
             self.client.username_pw_set(config.username, mqtt_password(config))
         if config.tls:
-            self.client.tls_set()
+            self.client.tls_set_context(tls_context(config))
+        self.client.on_connect_error = self._on_connect_error
         self.client.will_set(f"{self.prefix}/availability", "offline", qos=1, retain=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect
@@ -140,8 +192,15 @@ class MqttSink(Sink):
     def _on_connect(self, client: mqtt.Client, _userdata: object, _flags: object, reason: Any,
                     _properties: object) -> None:
         if reason.is_failure:
-            self.last_error = f"broker {self.config.host}:{self.config.port} refused the connection: {reason}"
-            log.warning("mqtt: %s", self.last_error)
+            error = f"broker {self.config.host}:{self.config.port} refused the connection: {reason}"
+            if str(reason) in AUTH_REFUSALS:
+                error += (f" (authentication failed for user {self.config.username!r}; check alerts.mqtt.username "
+                          f"and the password in alerts.mqtt.password_file or {PASSWORD_ENV})"
+                          if self.config.username is not None else
+                          " (the broker requires a login; set alerts.mqtt.username and password_file)")
+            if error != self.last_error:  # paho retries with backoff: say it once per distinct problem
+                log.warning("mqtt: %s", error)
+            self.last_error = error
             return
         for topic, payload in discovery_messages(self.config, self.cameras):
             client.publish(topic, json.dumps(payload), qos=1, retain=True)
@@ -155,8 +214,15 @@ class MqttSink(Sink):
         if self._connected.is_set() and not self._stopping:
             log.warning("mqtt: disconnected from %s:%s (%s); reconnecting", self.config.host, self.config.port,
                         reason)
+        if self._connected.is_set():  # after a refused CONNECT keep the refusal's reason
+            self.last_error = f"disconnected ({reason})"
         self._connected.clear()
-        self.last_error = f"disconnected ({reason})"
+
+    def _on_connect_error(self, exc: OSError) -> None:
+        error = connect_failure(self.config, exc)
+        if error != self.last_error:  # paho retries with backoff: say it once per distinct problem
+            log.warning("mqtt: %s", error)
+        self.last_error = error
 
     def _on_publish(self, _client: mqtt.Client, _userdata: object, mid: int, _reason: object,
                     _properties: object) -> None:

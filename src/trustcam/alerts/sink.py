@@ -27,6 +27,7 @@ class Sink:
     max_attempts: int | None = None
     backoff_s: float = 1.0
     backoff_max_s: float = 60.0
+    last_error: str | None = None  # why the sink is not ready (e.g. the broker refused the login), for the user
 
     def accepts(self, alert: Alert) -> bool:
         return True

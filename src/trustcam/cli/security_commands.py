@@ -87,6 +87,7 @@ def users_create(
         user = service.users.create(username.strip().lower(), _read_password(password_stdin), chosen, camera)
         service.record("user.create", username=_actor(), client="cli", target=user.username, role_set=chosen.value,
                        cameras=camera)
+        service.close()
         mfa = " (must enrol TOTP at first login)" if service.mfa_required(user) else ""
         say(f"created {user.role.value} '{user.username}'{mfa}")
 
@@ -115,6 +116,7 @@ def _change(config: ConfigOption, username: str, action: str) -> None:
             service.users.reset_mfa(user)
         service.record(f"user.{action}" if action != "reset-mfa" else "mfa.reset", username=_actor(), client="cli",
                        target=username)
+        service.close()
         say(f"{username}: {action} done" + (" (every session ended)" if action != "enable" else ""))
 
 
@@ -144,10 +146,13 @@ def users_reset_mfa(username: UsernameArg, config: ConfigOption = None) -> None:
 
 @audit_app.command("verify")
 def audit_verify(config: ConfigOption = None) -> None:
-    """Check the audit log's hash chain; exit 1 naming the first edited, deleted or reordered entry."""
+    """Check the audit log's hash chain and its signed checkpoints; exit 1 naming the first edited, deleted,
+    reordered or cut-off entry, or a forged checkpoint."""
     with _errors():
         service = _service(config)
         result = service.audit_log.verify()
+        say(f"checkpoint signing key (Ed25519, sha256 of the raw public key): {result.key_fingerprint}; compare it "
+            "with the one you pinned")
         if not result.ok:
             error(result.describe())
             raise typer.Exit(1)

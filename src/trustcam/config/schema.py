@@ -463,7 +463,12 @@ class MqttConfig(StrictModel):
     enabled: bool = Field(False, description="Publish alerts and availability to an MQTT broker.")
     host: str = Field("127.0.0.1", description="Broker host.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual with tls).")
-    tls: bool = Field(False, description="Connect with TLS (system CA store).")
+    tls: bool = Field(False, description="Connect with TLS; the broker's certificate must be valid for host and "
+                      "signed by ca_file (or, without it, by a CA in the system store).")
+    ca_file: Path | None = Field(
+        None, description="PEM file of the CA that signed the broker's certificate (a self-hosted broker's own CA); "
+        "used with tls instead of the system CA store."
+    )
     username: str | None = Field(None, description="Broker user name.")
     password_file: Path | None = Field(
         None, description="File holding the broker password (keep it 0600); TRUSTCAM_MQTT_PASSWORD overrides it."
@@ -477,6 +482,13 @@ class MqttConfig(StrictModel):
     qos: int = Field(1, ge=1, le=2, description="Alerts are published with at least QoS 1 (acknowledged).")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive; the broker publishes the LWT after "
                              "1.5x this without contact.")
+
+    @model_validator(mode="after")
+    def _ca_needs_tls(self) -> MqttConfig:
+        if self.ca_file is not None and not self.tls:
+            raise ValueError("alerts.mqtt.ca_file is set but tls is false; set tls: true (ca_file is only used for "
+                             "TLS) or remove ca_file")
+        return self
 
 
 class WebhookConfig(StrictModel):

@@ -19,6 +19,7 @@ from trustcam.security.lockout import Lockout
 from trustcam.security.roles import Role
 from trustcam.security.secretbox import SecretBox
 from trustcam.security.users import User, UserStore
+from trustcam.storage.keys import load_signing_key
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,12 @@ class AccessControl:
         self.users = UserStore(engine, self.box)
         self.credentials = Credentials(engine, server.session_idle_minutes * 60.0, server.session_max_hours * 3600.0)
         self.lockout = Lockout(engine, server.login_max_failures, server.lockout_minutes * 60.0)
-        self.audit_log = AuditLog(engine)
+        self.audit_log = AuditLog(engine, load_signing_key(settings.vault))  # the vault's key signs checkpoints
         self._setup_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Clean shutdown: sign the audit log's head, so entries written since the last checkpoint are covered."""
+        self.audit_log.checkpoint()
 
     def mfa_required(self, user: User) -> bool:
         return user.role in self.settings.server.mfa_required_for

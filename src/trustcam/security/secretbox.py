@@ -8,7 +8,7 @@ seed copied onto another user's row does not decrypt there.
 from __future__ import annotations
 
 import base64
-import os
+import contextlib
 import secrets
 import stat
 from pathlib import Path
@@ -17,6 +17,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from trustcam.security.errors import SecurityError
+from trustcam.storage.keys import write_secret
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -29,16 +30,8 @@ def key_path(data_dir: Path) -> Path:
 def _load_or_create(path: Path) -> bytes:
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process made it first
-        else:
-            try:
-                os.write(fd, secrets.token_bytes(KEY_BYTES))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+            write_secret(path, secrets.token_bytes(KEY_BYTES))
     info = path.stat()
     if info.st_mode & 0o077:
         raise SecurityError(500, f"{path}: the auth key is readable by group/others (mode "

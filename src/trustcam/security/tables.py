@@ -1,7 +1,8 @@
-"""Tables of the access-control area (users, sessions, MFA challenges, API tokens, login attempts, audit log).
+"""Tables of the access-control area (users, sessions, MFA challenges, API tokens, login attempts, audit log
+and its signed checkpoints).
 
-They share ``trustcam.storage.schema.Base`` so one Alembic history covers the whole database (migration 0004).
-No secret is stored in a form that can be used: passwords as argon2id hashes, session ids, challenges and
+They share ``trustcam.storage.schema.Base`` so one Alembic history covers the whole database (migrations 0004,
+0006). No secret is stored in a form that can be used: passwords as argon2id hashes, session ids, challenges and
 token secrets as sha256, recovery codes as sha256 of 80-bit random codes, TOTP secrets encrypted (AES-GCM).
 """
 
@@ -97,3 +98,19 @@ class AuditRow(Base):
     details: Mapped[str] = mapped_column(Text)  # canonical JSON
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpointRow(Base):
+    """A signed statement "the audit log had entry ``seq`` with ``hash``" (Ed25519, the vault's signing key).
+
+    Written every ``audit.CHECKPOINT_EVERY`` entries and at clean shutdown, so a log cut short or rebuilt
+    from scratch no longer matches what was signed (migration 0006).
+    """
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))
+    time: Mapped[float] = mapped_column(Float)
+    signature: Mapped[str] = mapped_column(String(128))  # hex
+    public_key: Mapped[str] = mapped_column(String(64))  # hex, raw Ed25519

@@ -124,14 +124,23 @@ def _check_location(path: Path, config: VaultConfig, what: str) -> None:
                 f"{'key_file' if what == 'KEK' else 'signing_key_file'} to the new path")
 
 
-def _write_secret(path: Path, data: bytes) -> None:
-    """Create ``path`` 0600 (never readable by others, not even for an instant) and fsync it and its folder."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def write_secret(path: Path, data: bytes) -> None:
+    """Create ``path`` 0600 (never readable by others, not even for an instant) and fsync it and its folder.
+
+    The key is written to a private temporary file first and then linked into place, so another process never
+    reads a half-written key; ``FileExistsError`` when someone else created ``path`` first.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, path)  # atomic, and never replaces an existing key
     finally:
-        os.close(fd)
+        tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
 
 
@@ -170,7 +179,7 @@ def _load_or_create(path: Path, size: int, what: str, config: VaultConfig) -> by
         try:
             if not path.parent.exists():
                 path.parent.mkdir(mode=0o700, parents=True)
-            _write_secret(path, secrets.token_bytes(size))
+            write_secret(path, secrets.token_bytes(size))
         except FileExistsError:  # another process created it first: use theirs
             pass
         except OSError as exc:
@@ -395,11 +404,11 @@ def rotate_kek(config: VaultConfig, engine: Engine) -> RotationReport:
             keks[old.key_id] = old
             archive = archived_kek_path(config, old.key_id)
             if not archive.exists():
-                _write_secret(archive, path.read_bytes())
+                write_secret(archive, path.read_bytes())
             fresh = secrets.token_bytes(KEY_BYTES)
             tmp = path.with_name(f"{path.name}.new")
             tmp.unlink(missing_ok=True)
-            _write_secret(tmp, fresh)
+            write_secret(tmp, fresh)
             os.replace(tmp, path)
             fsync_dir(path.parent)
             new = LocalKek(fresh)

@@ -97,6 +97,8 @@ class WebServer:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout_s)
+        if (access := self.ctx.extras.get("access_control")) is not None:
+            access.close()  # sign the audit log's head: entries since the last checkpoint are covered too
 
 
 def start_for_service(service: Service, config_path: Path, say: Callable[[str], None]) -> WebServer:
