@@ -10,8 +10,6 @@ import getpass
 import json
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -32,16 +30,6 @@ UsernameArg = Annotated[str, typer.Argument(help="User name (lower-case letters,
 def register(app: typer.Typer) -> None:
     app.add_typer(users_app, name="users")
     app.add_typer(audit_app, name="audit")
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    with user_errors():
-        try:
-            yield
-        except SecurityError as exc:
-            error(exc.detail)
-            raise typer.Exit(1) from None
 
 
 def _service(config: ConfigOption) -> AccessControl:
@@ -76,7 +64,7 @@ def users_create(
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
 ) -> None:
     """Create a user (the password is asked twice, or read from stdin)."""
-    with _errors():
+    with user_errors():
         if (admin and role not in (None, Role.admin)) or (not admin and role is None):
             raise SecurityError(2, "give exactly one of --admin or --role ROLE")
         chosen: Role = role if role is not None else Role.admin
@@ -95,7 +83,7 @@ def users_create(
 @users_app.command("list")
 def users_list(config: ConfigOption = None) -> None:
     """List every user: role, cameras, MFA and disabled state."""
-    with _errors():
+    with user_errors():
         for user in _service(config).users.all():
             cameras = "all" if user.cameras is None else ",".join(sorted(user.cameras)) or "none"
             flags = [f for f, on in (("mfa", user.mfa_enabled), ("DISABLED", user.disabled)) if on]
@@ -103,7 +91,7 @@ def users_list(config: ConfigOption = None) -> None:
 
 
 def _change(config: ConfigOption, username: str, action: str) -> None:
-    with _errors():
+    with user_errors():
         service = _service(config)
         user = service.users.need(username)
         if action == "disable":
@@ -148,7 +136,7 @@ def users_reset_mfa(username: UsernameArg, config: ConfigOption = None) -> None:
 def audit_verify(config: ConfigOption = None) -> None:
     """Check the audit log's hash chain and its signed checkpoints; exit 1 naming the first edited, deleted,
     reordered or cut-off entry, or a forged checkpoint."""
-    with _errors():
+    with user_errors():
         service = _service(config)
         result = service.audit_log.verify()
         say(f"checkpoint signing key (Ed25519, sha256 of the raw public key): {result.key_fingerprint}; compare it "
@@ -168,7 +156,7 @@ def audit_show(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Print audit entries, oldest of the selection first."""
-    with _errors():
+    with user_errors():
         entries, total = _service(config).audit_log.query(user=user, action=action, limit=limit)
         for entry in reversed(entries):
             if as_json:
