@@ -32,8 +32,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=30, help="Logins to time.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings.model_validate({"data_dir": str(Path(tmp) / "data"),
-                                            "server": {"login_max_failures": 100}})
+        keys = Path(tmp) / "keys"  # never the user's own ~/.config/trustcam
+        settings = Settings.model_validate({
+            "data_dir": str(Path(tmp) / "data"),
+            "server": {"login_max_failures": 100, "address_max_failures": 1000, "auth_key_file": str(keys / "auth.key")},
+            "vault": {"key_file": str(keys / "vault.kek"), "signing_key_file": str(keys / "vault-signing.key")}})
         engine = open_database(settings.resolved_database_url)
         ctx = AppContext(settings=settings, engine=engine, bus=Bus())
         service = AccessControl(settings, engine)

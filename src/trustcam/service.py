@@ -34,12 +34,14 @@ from trustcam.pipeline import CameraPipeline
 from trustcam.storage.database import open_database
 from trustcam.storage.event_store import EventStore
 from trustcam.storage.recorder import Recorder, SegmentSink, SegmentStore
+from trustcam.storage.witness import build_witness
 from trustcam.vision.detectors.base import Detector
 from trustcam.vision.detectors.failover import CoverageChange, FailoverDetector, ProcessDetector
 from trustcam.vision.detectors.onnx_models import load_detector
 from trustcam.vision.tracker import TrackedObject
 
 if TYPE_CHECKING:
+    from trustcam.security.access import AccessControl
     from trustcam.storage.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -282,6 +284,11 @@ class Service:
                                                           m.event.label, m.event.camera, m.event.best_score))
         # health, tamper, drift, coverage, rule and storage messages become Alerts: outbox → log, MQTT, webhooks
         self.alerts = AlertDispatcher(settings, self.engine, self.bus)
+        # every signed checkpoint (footage and audit) is also written outside the database: the service log, the
+        # witness file, and MQTT (the MQTT sink subscribes to WitnessEntry on the bus)
+        self.witness = build_witness(settings, publish=self.bus.publish)
+        self._access: AccessControl | None = None
+        self._access_lock = threading.Lock()
         self.metrics = Metrics(self, self.bus)
         snapshots = settings.data_dir / "snapshots"
         cameras = {name: cam for name, cam in settings.cameras.items() if cam.enabled}
@@ -330,6 +337,19 @@ class Service:
         if self.retention is not None:
             self.retention.stop()
         self.alerts.stop()  # after the cameras: their last alerts are queued; undelivered ones wait in the outbox
+        if self._access is not None:
+            self._access.close()  # stop the audit timer and sign the head
+
+    def access_control(self) -> AccessControl:
+        """The web layer's AccessControl, made on first use (only a served web UI writes audit entries): its audit
+        checkpoints go to this service's witness (MQTT included) and are signed on a timer until ``stop``."""
+        with self._access_lock:
+            if self._access is None:
+                from trustcam.security.access import AccessControl
+
+                self._access = AccessControl(self.settings, self.engine, witness=self.witness)
+                self._access.start()
+            return self._access
 
     def check_health(self) -> None:
         """Publish camera health alerts (offline, stalled, low fps, reconnect storm); call about once a second."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyotp
 from alerts_infra import Receiver, wait_until
 from fastapi.testclient import TestClient
 
@@ -35,6 +36,8 @@ def test_dead_letter_is_listed_and_replayed_by_an_admin(tmp_path: Path, receiver
     ctx = AppContext(settings=settings, engine=engine, bus=bus)
     access = ctx.extras["access_control"] = AccessControl(settings, engine)
     users = {role: access.users.create(role.value, PASSWORD, role) for role in (Role.admin, Role.operator)}
+    seed = access.users.start_enrolment(users[Role.admin])  # an admin token works only while its owner has MFA
+    access.users.confirm_enrolment(users[Role.admin], pyotp.TOTP(seed).now())
     tokens = {role: access.credentials.create_token(user.id, role, "t", 1, 30)[0] for role, user in users.items()}
     client = TestClient(create_app(ctx), base_url="https://testserver")
     admin = {"Authorization": f"Bearer {tokens[Role.admin]}"}

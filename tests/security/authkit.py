@@ -26,7 +26,11 @@ def make_settings(tmp_path: Path, video: Path | None = None, **server: Any) -> S
     cameras = {}
     if video is not None:
         cameras = {"office": {"source": str(video)}, "yard": {"source": str(video)}}
-    return Settings.model_validate({"data_dir": str(tmp_path / "data"), "server": server, "cameras": cameras})
+    keys = tmp_path / "keys"  # never the real ~/.config/trustcam
+    return Settings.model_validate({
+        "data_dir": str(tmp_path / "data"), "server": {"auth_key_file": str(keys / "auth.key"), **server},
+        "vault": {"key_file": str(keys / "vault.kek"), "signing_key_file": str(keys / "vault-signing.key")},
+        "cameras": cameras})
 
 
 @dataclass

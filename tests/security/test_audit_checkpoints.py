@@ -1,5 +1,6 @@
 """Signed checkpoints make a cut-off or rebuilt audit log visible: a real SQLite file edited with sqlite3, as an
-intruder with write access to the database would, then ``trustcam audit verify`` as the auditor runs it."""
+intruder with write access to the database would, then ``trustcam audit verify`` as the auditor runs it. The
+time rule and the witness (``--witness``) close the delete-only attack: entries cut off with their checkpoints."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trustcam.config.schema import Settings
 from trustcam.security.access import AccessControl
-from trustcam.security.audit import CHECKPOINT_EVERY, canonical, checkpoint_message, entry_hash
+from trustcam.security.audit import CHECKPOINT_EVERY, AuditLog, canonical, checkpoint_message, entry_hash
 from trustcam.storage.database import open_database
+from trustcam.storage.keys import load_signing_key
+from trustcam.storage.witness import build_witness
 
 ENTRIES = 45  # checkpoints at 20 and 40 while appending, and at 45 on clean shutdown
 
@@ -145,3 +148,141 @@ def test_cut_off_log_stays_detected_after_new_entries_pass_the_old_checkpoints(l
         service.record("login", username="bob", client="10.0.0.8")
     result = service.audit_log.verify()
     assert not result.ok and result.first_bad == 40 and "the log was rewritten" in (result.problem or "")
+
+
+# --- the time rule and the witness: the delete-only attack -----------------------------------------------------
+
+
+class Clock:
+    """The log's clock, started an hour ago: the entries are as old as those an intruder finds on a real server."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+@pytest.fixture
+def witnessed(tmp_path):
+    """57 entries with checkpoints at 20 and 40 (count), 45 (time: entry 46 came 400 s after 41, unsigned) and 57
+    (clean shutdown); every checkpoint also appended to the witness file."""
+    witness = tmp_path / "elsewhere" / "witness.log"
+    raw = {"data_dir": str(tmp_path / "data"),
+           "vault": {"root": str(tmp_path / "rec"), "key_file": str(tmp_path / "keys" / "vault.kek"),
+                     "signing_key_file": str(tmp_path / "keys" / "signing.key"), "witness_file": str(witness)}}
+    config = tmp_path / "trustcam.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    settings = Settings.model_validate(raw)
+    engine = open_database(settings.resolved_database_url)
+    clock = Clock(time.time() - 3600)
+    audit = AuditLog(engine, load_signing_key(settings.vault), witness=build_witness(settings),
+                     checkpoint_every_s=settings.server.audit_checkpoint_every_s, clock=clock)
+    for i in range(57):
+        if i == 45:
+            clock.now += 400  # > server.audit_checkpoint_every_s (300 s) since entry 41, the oldest unsigned
+        audit.append("view_live", user="alice", role="viewer", client="10.0.0.7", target=f"cam{i}")
+    audit.checkpoint()
+    db = settings.resolved_database_url.removeprefix("sqlite:///")
+    return config, db, witness
+
+
+def verify_with(config, witness=None):
+    extra = ["--witness", str(witness)] if witness is not None else []
+    return subprocess.run([sys.executable, "-m", "trustcam.cli", "audit", "verify", "--config", str(config), *extra],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_untouched_log_agrees_with_its_witness(witnessed):
+    config, db, witness = witnessed
+    with sqlite3.connect(db) as conn:
+        assert [s for (s,) in conn.execute("SELECT seq FROM audit_checkpoints ORDER BY seq")] == [20, 40, 45, 57]
+    assert [json.loads(line)["seq"] for line in witness.read_text().splitlines()] == [20, 40, 45, 57]
+    assert verify_with(config).returncode == 0
+    result = verify_with(config, witness)
+    assert result.returncode == 0, result.stderr
+    assert "4 audit checkpoint(s) agree with the database" in result.stderr
+    assert "audit log intact: 57 entries" in result.stderr
+
+
+def test_cut_inside_unsigned_entries_fails_by_time_and_by_witness(witnessed):
+    config, db, witness = witnessed
+    sql(db, ("DELETE FROM audit_log WHERE seq > 50",), ("DELETE FROM audit_checkpoints WHERE seq > 45",))
+    result = verify_with(config)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "audit log entry 46: entries 46–50 (the newest, written from" in result.stderr
+    assert "are covered by no signed checkpoint, though one is due within server.audit_checkpoint_every_s (300 s)" \
+        in result.stderr
+    result = verify_with(config, witness)
+    assert result.returncode == 1
+    assert ("audit log entry 51: the database was rolled back: the witness holds a checkpoint of the audit log at "
+            "entry 57 signed") in result.stderr
+    assert "the database's audit log ends at entry 50" in result.stderr
+
+
+def test_cut_at_a_checkpoint_passes_alone_but_not_against_the_witness(witnessed):
+    """The limit of what the database can prove about itself: a cut exactly at a checkpoint leaves a consistent,
+    older log. Only the witness shows it."""
+    config, db, witness = witnessed
+    sql(db, ("DELETE FROM audit_log WHERE seq > 45",), ("DELETE FROM audit_checkpoints WHERE seq > 45",))
+    assert verify_with(config).returncode == 0
+    result = verify_with(config, witness)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert ("audit log entry 46: the database was rolled back: the witness holds a checkpoint of the audit log at "
+            "entry 57 signed") in result.stderr and "the database's audit log ends at entry 45" in result.stderr
+
+
+def test_deleted_time_due_checkpoint_is_named(witnessed):
+    config, db, witness = witnessed
+    sql(db, ("DELETE FROM audit_checkpoints WHERE seq = 45",))
+    result = verify_with(config)
+    assert result.returncode == 1
+    assert "audit log entry 41: no signed checkpoint covers it, yet entry 46 was written 4" in result.stderr
+    result = verify_with(config, witness)
+    assert result.returncode == 1
+    assert "audit log entry 45: its checkpoint signed" in result.stderr and "gone from the database" in result.stderr
+
+
+def test_rewritten_entry_contradicts_the_witness(witnessed):
+    config, db, witness = witnessed
+    sql(db, ("DELETE FROM audit_checkpoints",))
+    rebuild_chain(db, 3)
+    result = verify_with(config, witness)
+    assert result.returncode == 1
+    assert "audit log entry 20: the witness (signed" in result.stderr and "the log was rewritten" in result.stderr
+
+
+def test_the_running_service_signs_unsigned_entries_on_its_timer(tmp_path):
+    raw = {"data_dir": str(tmp_path / "data"), "server": {"audit_checkpoint_every_s": 1},
+           "vault": {"root": str(tmp_path / "rec"), "key_file": str(tmp_path / "keys" / "vault.kek"),
+                     "signing_key_file": str(tmp_path / "keys" / "signing.key")}}
+    settings = Settings.model_validate(raw)
+    engine = open_database(settings.resolved_database_url)
+    service = AccessControl(settings, engine)
+    service.start()
+    try:
+        service.record("login", username="bob", client="10.0.0.8")
+        deadline = time.monotonic() + 30
+        while service.audit_log.verify().checkpoints == 0:  # signed by the timer, not by a shutdown
+            assert time.monotonic() < deadline, "the timer never signed entry 1"
+            time.sleep(0.05)
+    finally:
+        service.close()
+    assert service.audit_log.verify().ok
+
+
+def test_a_broken_witness_never_stops_logging_in(tmp_path, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the witness folder should be")
+    raw = {"data_dir": str(tmp_path / "data"),
+           "vault": {"root": str(tmp_path / "rec"), "key_file": str(tmp_path / "keys" / "vault.kek"),
+                     "signing_key_file": str(tmp_path / "keys" / "signing.key"),
+                     "witness_file": str(blocker / "witness.log")}}
+    settings = Settings.model_validate(raw)
+    service = AccessControl(settings, open_database(settings.resolved_database_url))
+    for _ in range(CHECKPOINT_EVERY):
+        service.record("login", username="bob", client="10.0.0.8")
+    assert service.audit_log.verify().checkpoints == 1
+    assert f"witness file {blocker / 'witness.log'}: checkpoint of the audit log seq 20 not written" in caplog.text
+    assert "trustcam-witness {" in caplog.text  # the service log still witnessed it

@@ -85,7 +85,8 @@ def test_totp_secret_is_encrypted_at_rest_and_key_file_0600(service):
     wal = service.settings.data_dir / "trustcam.db-wal"
     raw += wal.read_bytes() if wal.exists() else b""
     assert secret.encode() not in raw
-    key = service.settings.data_dir / "secrets" / "auth.key"
+    key = service.settings.server.auth_key_file
+    assert not key.is_relative_to(service.settings.data_dir)
     assert stat.S_IMODE(key.stat().st_mode) == 0o600 and key.stat().st_size == 32
     key.chmod(0o644)
     with pytest.raises(SecurityError, match="chmod 600"):

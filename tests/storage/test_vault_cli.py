@@ -73,5 +73,6 @@ def test_kill_9_while_recording_then_restart_keeps_the_chain_whole(person_video:
     exported = subprocess.run([*CLI, "evidence", "export", event_id, "--out", str(bundle), "--config", str(cfg)],
                               capture_output=True, text=True, timeout=120)
     assert exported.returncode == 0, exported.stderr
-    verified = subprocess.run([*CLI, "evidence", "verify", str(bundle)], capture_output=True, text=True, timeout=60)
+    verified = subprocess.run([*CLI, "evidence", "verify", str(bundle), "--any-key"], capture_output=True, text=True,
+                              timeout=60)
     assert verified.returncode == 0 and "VERIFIED" in verified.stdout, verified.stdout + verified.stderr

@@ -30,6 +30,7 @@ from trustcam.storage.keys import ENV_KEK
 from trustcam.storage.schema import EventRow
 from trustcam.storage.vault import Vault
 from trustcam.web.context import AppContext
+from trustcam.web.routers.events import NO_EVENT
 
 T0 = 1_700_000_000.0
 CLI = [sys.executable, "-m", "trustcam.cli"]
@@ -155,16 +156,29 @@ def test_viewer_sees_only_granted_cameras(api):
     with server.client(tokens["viewer"]) as client:
         page = client.get("/api/events", params={"limit": 500}).json()
         assert page["total"] == 20 and {e["camera"] for e in page["events"]} == {"front"}
-        for path in (f"/api/events/{back_event}", f"/api/events/{back_event}/snapshot.jpg",
-                     "/api/cameras/back/snapshot.jpg", "/api/cameras/back/live.mjpeg"):
+        for path in (f"/api/events/{back_event}", f"/api/events/{back_event}/snapshot.jpg"):
             answer = client.get(path)
-            assert answer.status_code == 404, path
-            assert "back" not in answer.json()["detail"] or "no camera named" in answer.json()["detail"]
+            assert (answer.status_code, answer.json()) == (404, {"detail": NO_EVENT}), path
+            assert answer.content == client.get(path.replace(back_event, "f" * 32)).content  # as if it did not exist
+        for path in ("/api/cameras/back/snapshot.jpg", "/api/cameras/back/live.mjpeg"):
+            answer = client.get(path)
+            assert (answer.status_code, answer.json()) == (404, {"detail": "no camera named 'back'"}), path
         assert client.get("/api/events", params={"camera": "back"}).status_code == 404
         assert [c["name"] for c in client.get("/api/cameras").json()] == ["front"]
         assert client.get(f"/api/events/{5:032x}").status_code == 200
         assert client.post(f"/api/events/{5:032x}/ack").status_code == 403  # viewers do not acknowledge
         assert client.get("/api/config").status_code == 403
+
+
+def test_camera_not_granted_answers_like_a_missing_one(api):
+    """A viewer cannot tell a camera it may not see from one that does not exist (only the name it sent differs)."""
+    server, tokens = api
+    with server.client(tokens["viewer"]) as client:
+        for path in ("/api/cameras/{}/snapshot.jpg", "/api/cameras/{}/live.mjpeg", "/api/events?camera={}"):
+            hidden, missing = client.get(path.format("back")), client.get(path.format("nosuch"))
+            assert hidden.status_code == missing.status_code == 404
+            assert hidden.json()["detail"].replace("back", "<name>") == missing.json()["detail"].replace("nosuch",
+                                                                                                      "<name>")
 
 
 def test_cameras_and_alerts(api):

@@ -70,7 +70,7 @@ def test_lockout_refuses_even_the_right_password_then_expires(tmp_path):
 
 
 def test_lockout_per_address_covers_many_user_names(tmp_path):
-    h = harness(tmp_path, login_max_failures=3, lockout_minutes=0.05)
+    h = harness(tmp_path, login_max_failures=3, address_max_failures=3, lockout_minutes=0.05)
     add_user(h, "alice", Role.viewer, mfa=False)
     client = h.new_client()
     for name in ("u1", "u2", "u3"):  # a spray over user names from one address
@@ -83,11 +83,12 @@ def test_csrf_is_required_on_unsafe_methods_with_a_cookie(tmp_path):
     secret = add_user(h, "alice", Role.admin)
     client = h.new_client()
     csrf = login(h, client, "alice", secret)
-    body = {"name": "ci", "days": 7}
+    body = {"name": "ci", "days": 7, "password": PASSWORD}
     missing = client.post("/api/me/tokens", json=body)
     wrong = client.post("/api/me/tokens", json=body, headers={"X-CSRF-Token": "0" * 64})
     assert missing.status_code == wrong.status_code == 403 and "X-CSRF-Token" in missing.json()["detail"]
-    assert client.post("/api/me/tokens", json=body, headers={"X-CSRF-Token": csrf}).status_code == 201
+    assert client.post("/api/me/tokens", json={**body, "code": next_code(h, "alice", secret)},
+                       headers={"X-CSRF-Token": csrf}).status_code == 201
     assert client.get("/api/me/tokens").status_code == 200  # safe methods need none
 
 
@@ -96,7 +97,8 @@ def test_bearer_token_works_without_csrf_and_dies_when_revoked_or_expired(tmp_pa
     secret = add_user(h, "alice", Role.admin)
     client = h.new_client()
     csrf = login(h, client, "alice", secret)
-    made = client.post("/api/me/tokens", json={"name": "ci", "days": 1, "role": "operator"},
+    made = client.post("/api/me/tokens", json={"name": "ci", "days": 1, "role": "operator", "password": PASSWORD,
+                                               "code": next_code(h, "alice", secret)},
                        headers={"X-CSRF-Token": csrf}).json()
     token, token_id = made["token"], made["info"]["id"]
     assert token.startswith(f"tc_{token_id}_")
@@ -105,7 +107,12 @@ def test_bearer_token_works_without_csrf_and_dies_when_revoked_or_expired(tmp_pa
     me = script.get("/api/me", headers=auth).json()
     assert me["role"] == "operator" and me["via"] == "token" and me["csrf_token"] is None
     assert script.get("/api/users", headers=auth).status_code == 403  # the token's role, not the owner's
-    assert script.post("/api/me/tokens", json={"name": "x", "days": 1}, headers=auth).status_code == 201  # no CSRF
+    assert script.post("/api/me/tokens", json={"name": "x", "days": 1, "password": PASSWORD,
+                                               "code": next_code(h, "alice", secret)},
+                       headers=auth).status_code == 201  # no CSRF
+    higher = script.post("/api/me/tokens", json={"name": "x", "days": 1, "role": "admin", "password": PASSWORD},
+                         headers=auth)
+    assert higher.status_code == 403  # an operator token mints no admin token, though its owner is an admin
     raw = (h.settings.data_dir / "trustcam.db").read_bytes()
     assert token.split("_")[2].encode() not in raw  # only its sha256 is stored
     bad = script.get("/api/me", headers={"Authorization": f"Bearer {token[:-2]}xx"})
@@ -119,7 +126,8 @@ def test_bearer_token_works_without_csrf_and_dies_when_revoked_or_expired(tmp_pa
     assert client.delete(f"/api/me/tokens/{token_id}", headers={"X-CSRF-Token": csrf}).status_code == 204
     revoked = script.get("/api/me", headers=auth)
     assert revoked.status_code == 401 and "revoked" in revoked.json()["detail"]
-    too_long = client.post("/api/me/tokens", json={"name": "x", "days": 91}, headers={"X-CSRF-Token": csrf})
+    too_long = client.post("/api/me/tokens", json={"name": "x", "days": 91, "password": PASSWORD},
+                           headers={"X-CSRF-Token": csrf})
     assert too_long.status_code == 422
 
 
@@ -128,7 +136,7 @@ def test_token_role_cannot_exceed_the_owner(tmp_path):
     add_user(h, "olga", Role.operator, mfa=False)
     client = h.new_client()
     csrf = login(h, client, "olga", None)
-    answer = client.post("/api/me/tokens", json={"name": "x", "days": 1, "role": "admin"},
+    answer = client.post("/api/me/tokens", json={"name": "x", "days": 1, "role": "admin", "password": PASSWORD},
                          headers={"X-CSRF-Token": csrf})
     assert answer.status_code == 403 and "cannot create a token with role admin" in answer.json()["detail"]
 

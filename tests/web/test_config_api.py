@@ -12,7 +12,7 @@ from web_helpers import InProcessServer, bootstrap
 
 from support import free_port
 from trustcam.bus import Bus
-from trustcam.config import load_settings
+from trustcam.config import ConfigError, load_settings
 from trustcam.security.setup import ensure_setup_token
 from trustcam.storage.database import open_database
 from trustcam.web.context import AppContext
@@ -51,6 +51,13 @@ def test_get_config_is_redacted(configured, person_video):
     assert "cameras.<camera>.zones" in answer["changeable"]
 
 
+def _with_marker(value: object, marker: Path) -> object:
+    """``value`` with ``{marker}`` replaced by a file path the test owns (a tag that ran would create it)."""
+    if isinstance(value, dict):
+        return {_with_marker(k, marker): _with_marker(v, marker) for k, v in value.items()}
+    return value.replace("{marker}", str(marker)) if isinstance(value, str) else value
+
+
 @pytest.mark.parametrize(("patch", "status", "words"), [
     ({"cameras": {"front": {"source": "/etc/shadow"}}}, 403, "cameras.front.source cannot be changed"),
     ({"data_dir": "/tmp/elsewhere"}, 403, "data_dir cannot be changed"),
@@ -62,13 +69,17 @@ def test_get_config_is_redacted(configured, person_video):
     ({"cameras": {"ghost": {"enabled": False}}}, 404, "no camera 'ghost'"),
     ({"cameras": {"front": {"zones": {"door": {"coordinates": "!!python/object/apply:os.system ['id']"}}}}}, 422,
      "YAML tags"),
-    ({"detector": {"score_threshold": "!!python/object/apply:os.system ['touch /tmp/pwned']"}}, 422, "YAML tags"),
+    ({"detector": {"score_threshold": "!!python/object/apply:os.system ['touch {marker}']"}}, 422, "YAML tags"),
+    ({"cameras": {"front": {"zones": {"!!python/object/apply:os.system ['touch {marker}']": {}}}}}, 422,
+     "YAML tags"),
     ({"cameras": {"front": {"zones": {"door": {"coordinates": [[0.1, 0.1], [2.0, 0.1], [0.5, 0.5]]}}}}}, 422,
      "outside the frame"),
     ({"detector": {"score_threshold": 7}}, 422, "detector.score_threshold"),
 ])
-def test_refused_changes_leave_the_file_alone_and_are_audited(configured, patch, status, words):
+def test_refused_changes_leave_the_file_alone_and_are_audited(configured, patch, status, words, tmp_path):
     server, admin, config = configured
+    marker = tmp_path / "pwned"
+    patch = _with_marker(patch, marker)
     before = config.read_bytes()
     with server.client(admin) as client:
         answer = client.patch("/api/config", json=patch)
@@ -77,7 +88,30 @@ def test_refused_changes_leave_the_file_alone_and_are_audited(configured, patch,
         assert config.read_bytes() == before
         entry = client.get("/api/audit", params={"action": "config_change_refused", "limit": 1}).json()["entries"][0]
         assert entry["outcome"] == "refused" and words in entry["details"]["reason"]
-    assert not Path("/tmp/pwned").exists()
+    load_settings(config)  # the file as it stands, read by the real loader: nothing in it runs either
+    assert not marker.exists()
+
+
+def test_tags_in_the_config_file_are_never_executed(configured, tmp_path):
+    """The YAML loaders are safe: a config file carrying a tag (written by someone with access to the server) is
+    refused with a clear message by `trustcam` and by the config API; the tag's command never runs."""
+    server, admin, _ = configured
+    marker = tmp_path / "pwned"
+    tagged = tmp_path / "tagged.yaml"
+    tagged.write_text(f"detector:\n  score_threshold: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ConfigError, match=r"YAML syntax error.*could not determine a constructor"):
+        load_settings(tagged)
+    assert not marker.exists()
+    original = server.ctx.config_path
+    server.ctx.config_path = tagged  # the API reads the file it edits: the same tag, through the API's loader
+    try:
+        with server.client(admin) as client:
+            answer = client.patch("/api/config", json={"detector": {"score_threshold": 0.4}})
+    finally:
+        server.ctx.config_path = original
+    assert answer.status_code == 409, answer.text
+    assert "YAML tags such as !!python/... are not accepted" in answer.json()["detail"]
+    assert not marker.exists() and "0.4" not in tagged.read_text()
 
 
 def test_zone_change_is_persisted_with_backup_and_audited(configured):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import time
 from pathlib import Path
 
 import httpx
@@ -16,9 +17,11 @@ PASSWORD = "violet-harbour-47-quietly-zebra"
 
 def write_config(tmp_path: Path, cameras: dict[str, dict[str, object]], **sections: object) -> Path:
     """A config on a free loopback port with data in tmp_path/data; ``sections`` adds/overrides top-level keys."""
+    keys = tmp_path / "keys"  # never the real ~/.config/trustcam
     config: dict[str, object] = {
         "data_dir": str(tmp_path / "data"),
-        "server": {"host": "127.0.0.1", "port": free_port()},
+        "server": {"host": "127.0.0.1", "port": free_port(), "auth_key_file": str(keys / "auth.key")},
+        "vault": {"key_file": str(keys / "vault.kek"), "signing_key_file": str(keys / "vault-signing.key")},
         "cameras": cameras,
     }
     config.update(sections)
@@ -44,6 +47,22 @@ def _ok(response: httpx.Response, *codes: int) -> dict:
     return response.json() if response.content else {}
 
 
+_TOTP: dict[tuple[str, str], tuple[str, int]] = {}  # (base url, user name) -> (TOTP secret, last step used)
+
+
+def fresh_code(base: str, username: str) -> str | None:
+    """A TOTP code the server has not accepted yet for this user (None: no MFA enrolled by these helpers)."""
+    if (base, username) not in _TOTP:
+        return None
+    secret, last = _TOTP[base, username]
+    current = int(time.time() // 30)
+    step = max(current - 1, last + 1)
+    if step > current + 1:
+        time.sleep((step - 1) * 30 - time.time() + 0.2)
+    _TOTP[base, username] = (secret, step)
+    return pyotp.TOTP(secret).at(step * 30)
+
+
 def session(base: str, verify: object, username: str, password: str = PASSWORD) -> tuple[httpx.Client, str]:
     """A logged-in client (cookie) and its CSRF token; enrols TOTP when the role requires it."""
     client = httpx.Client(base_url=base, verify=verify, timeout=30)
@@ -52,13 +71,17 @@ def session(base: str, verify: object, username: str, password: str = PASSWORD) 
     csrf = answer["csrf_token"]
     if answer.get("mfa_enrolment_required"):
         enrol = _ok(client.post("/api/me/mfa/enroll", headers={"X-CSRF-Token": csrf}))
-        code = pyotp.TOTP(enrol["secret"]).now()
-        _ok(client.post("/api/me/mfa/confirm", json={"code": code}, headers={"X-CSRF-Token": csrf}))
+        _TOTP[base, username] = (enrol["secret"], int(time.time() // 30) - 2)
+        _ok(client.post("/api/me/mfa/confirm", json={"code": fresh_code(base, username)},
+                        headers={"X-CSRF-Token": csrf}))
     return client, csrf
 
 
-def token_for(client: httpx.Client, csrf: str, name: str) -> str:
-    answer = _ok(client.post("/api/me/tokens", json={"name": name, "days": 1}, headers={"X-CSRF-Token": csrf}), 201)
+def token_for(client: httpx.Client, csrf: str, name: str, username: str, password: str = PASSWORD) -> str:
+    """An API token: the password again, and a fresh TOTP code for users enrolled by :func:`session`."""
+    body = {"name": name, "days": 1, "password": password, "code": fresh_code(str(client.base_url).rstrip("/"),
+                                                                             username)}
+    answer = _ok(client.post("/api/me/tokens", json=body, headers={"X-CSRF-Token": csrf}), 201)
     return answer["token"]
 
 
@@ -68,12 +91,12 @@ def bootstrap(base: str, verify: object, setup_token: str, viewer_cameras: list[
         _ok(anonymous.post("/api/auth/setup", json={"setup_token": setup_token, "username": "admin",
                                                    "password": PASSWORD}), 201)
     admin, csrf = session(base, verify, "admin")
-    tokens = {"admin": token_for(admin, csrf, "tests")}
+    tokens = {"admin": token_for(admin, csrf, "tests", "admin")}
     for role, cameras in (("operator", None), ("viewer", viewer_cameras)):
         _ok(admin.post("/api/users", json={"username": role, "password": PASSWORD, "role": role, "cameras": cameras},
                        headers={"X-CSRF-Token": csrf}), 201)
         client, user_csrf = session(base, verify, role)
-        tokens[role] = token_for(client, user_csrf, "tests")
+        tokens[role] = token_for(client, user_csrf, "tests", role)
         client.close()
     admin.close()
     return tokens

@@ -38,14 +38,15 @@ class AttemptResult:
     error: str | None = None
 
 
-def build_sinks(settings: Settings) -> list[Sink]:
-    """The log sink (always) plus MQTT and webhooks as configured; bad secrets raise ConfigError here."""
+def build_sinks(settings: Settings, bus: Bus | None = None) -> list[Sink]:
+    """The log sink (always) plus MQTT and webhooks as configured; bad secrets raise ConfigError here. With
+    ``bus``, the MQTT sink also publishes the checkpoint witness entries seen on it."""
     sinks: list[Sink] = [LogSink()]
     if settings.alerts.mqtt.enabled:
         from trustcam.alerts.mqtt import MqttSink
 
         cameras = {name: cam for name, cam in settings.cameras.items() if cam.enabled}
-        sinks.append(MqttSink(settings.alerts.mqtt, cameras))
+        sinks.append(MqttSink(settings.alerts.mqtt, cameras, bus))
     if settings.alerts.webhooks:
         from trustcam.alerts.webhook import WebhookSink
 
@@ -94,7 +95,7 @@ class AlertDispatcher:
         self.settings = settings
         self.bus = bus
         self.outbox = Outbox(engine)
-        self.sinks = sinks if sinks is not None else build_sinks(settings)
+        self.sinks = sinks if sinks is not None else build_sinks(settings, bus)
         self.converter = AlertConverter(bus)
         self.converter.attach()
         self.cameras = CameraStates([n for n, c in settings.cameras.items() if c.enabled], bus)

@@ -1,5 +1,9 @@
 """MQTT sink with Home Assistant conventions: availability + LWT, retained discovery, QoS ≥ 1 alerts.
 
+It is also a checkpoint witness: every :class:`WitnessEntry` on the bus is published retained (QoS 1) to
+``<prefix>/witness/audit`` or ``<prefix>/witness/footage/<camera>``, so the broker keeps the newest signed head of
+each chain outside trustcam's database.
+
 An alert counts as delivered only after the broker's PUBACK. While the broker is unreachable paho keeps the
 in-flight message and resends it on reconnect; the dispatcher waits for that same message (no duplicate) and
 sends nothing newer meanwhile, so alerts arrive in the order they were raised.
@@ -23,8 +27,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from trustcam.alerts.model import Alert
 from trustcam.alerts.secrets import read_secret_file
 from trustcam.alerts.sink import DeliveryError, Sink
+from trustcam.bus import Bus
 from trustcam.config import ConfigError
 from trustcam.config.schema import CameraConfig, MqttConfig
+from trustcam.storage.witness import WitnessEntry, entry_json, witness_topic
 
 log = logging.getLogger(__name__)
 PASSWORD_ENV = "TRUSTCAM_MQTT_PASSWORD"
@@ -144,7 +150,7 @@ class MqttSink(Sink):
 
     name = "mqtt"
 
-    def __init__(self, config: MqttConfig, cameras: dict[str, CameraConfig]) -> None:
+    def __init__(self, config: MqttConfig, cameras: dict[str, CameraConfig], bus: Bus | None = None) -> None:
         self.config = config
         self.cameras = cameras
         self.prefix = config.topic_prefix
@@ -167,6 +173,9 @@ class MqttSink(Sink):
         self._stopping = False
         self._inflight: dict[str, int] = {}  # alert id -> mid of the message paho is (re)sending
         self.last_error: str | None = None
+        self._witnessed: dict[str, str] = {}  # topic -> newest witness payload, published again on (re)connect
+        if bus is not None:
+            bus.subscribe(WitnessEntry, self.witness)
 
     # --- connection ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -205,6 +214,8 @@ class MqttSink(Sink):
         for topic, payload in discovery_messages(self.config, self.cameras):
             client.publish(topic, json.dumps(payload), qos=1, retain=True)
         client.publish(f"{self.prefix}/availability", "online", qos=1, retain=True)
+        for topic, payload in list(self._witnessed.items()):  # checkpoints signed while the broker was away
+            client.publish(topic, payload, qos=1, retain=True)
         self.last_error = None
         self._connected.set()
         log.info("mqtt: connected to %s:%s", self.config.host, self.config.port)
@@ -263,6 +274,19 @@ class MqttSink(Sink):
             self._waiting.discard(mid)
         del self._inflight[alert.id]
         self.client.publish(f"{self.prefix}/last_alert", alert_payload(alert), qos=0, retain=True)
+
+    def witness(self, entry: WitnessEntry) -> None:
+        """Publish a checkpoint head retained; never blocks or raises (the camera or login thread calls it). While
+        the broker is unreachable the newest head per topic waits here and goes out on reconnect."""
+        topic, payload = witness_topic(self.prefix, entry), entry_json(entry)
+        self._witnessed[topic] = payload
+        if not self._connected.is_set():
+            log.info("mqtt: broker not connected; witness %s is published when it is", topic)
+            return
+        info = self.client.publish(topic, payload, qos=1, retain=True)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: resent on reconnect
+            log.warning("mqtt: witness %s not published (%s); it is sent again on reconnect", topic,
+                        mqtt.error_string(info.rc))
 
     def heartbeat(self, payload: dict[str, Any]) -> None:
         if self._connected.is_set():  # not queued: a missing heartbeat is the signal

@@ -16,9 +16,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from trustcam.alerts.model import Alert
+from trustcam.redaction import redact_urls
 from trustcam.storage.schema import Base
 
 State = Literal["pending", "delivered", "dead"]
+
+
+def stored_error(error: str) -> str:
+    """What is kept of a delivery error: URLs redacted (a webhook URL often carries its token in the query string,
+    and dead letters are listed to admins and in the CLI), cut to the column's 1024 characters."""
+    return redact_urls(error)[:1024]
 
 
 class OutboxRow(Base):
@@ -59,8 +66,9 @@ class Delivery:
 
     @classmethod
     def of(cls, row: OutboxRow) -> Delivery:
+        error = None if row.last_error is None else redact_urls(row.last_error)  # rows stored before redaction
         return cls(row.id, Alert.from_json(row.alert), row.sink, row.state, row.attempts, row.next_attempt_at,
-                   row.last_error, row.created, row.delivered_at, row.latency)
+                   error, row.created, row.delivered_at, row.latency)
 
 
 class Outbox:
@@ -102,10 +110,10 @@ class Outbox:
                   last_error=None)
 
     def retry(self, row_id: int, attempts: int, error: str, at: float) -> None:
-        self._set(row_id, attempts=attempts, last_error=error[:1024], next_attempt_at=at)
+        self._set(row_id, attempts=attempts, last_error=stored_error(error), next_attempt_at=at)
 
     def dead(self, row_id: int, attempts: int, error: str) -> None:
-        self._set(row_id, state="dead", attempts=attempts, last_error=error[:1024])
+        self._set(row_id, state="dead", attempts=attempts, last_error=stored_error(error))
 
     def _set(self, row_id: int, **values: Any) -> None:
         with Session(self.engine) as session, session.begin():

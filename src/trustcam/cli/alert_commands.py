@@ -10,6 +10,7 @@ import typer
 
 from trustcam.cli.common import ConfigOption, error, say, settings_from, user_errors
 from trustcam.config import ConfigError, load_settings
+from trustcam.redaction import redact_urls  # errors name webhook URLs, whose query string may hold a token
 
 alerts_app = typer.Typer(help="Alert delivery: dead-letter queue, replay, test alert.", no_args_is_help=True)
 
@@ -80,7 +81,7 @@ def replay(
                 typer.echo(f"{r.id}\t{r.sink}\tdelivered\t{r.alert.kind}\t{r.alert.message}")
             else:
                 failed += 1
-                typer.echo(f"{r.id}\t{r.sink}\tnot delivered ({result.outcome}): {result.error}")
+                typer.echo(f"{r.id}\t{r.sink}\tnot delivered ({result.outcome}): {redact_urls(result.error or '')}")
         if failed:
             error(f"{failed} of {len(results)} not delivered yet; they stay pending and `trustcam run` retries them")
             raise typer.Exit(1)
@@ -98,7 +99,7 @@ def test(config: Annotated[Path, typer.Option("--config", "-c", help="YAML confi
         dispatcher = AlertDispatcher(settings, open_database(settings.resolved_database_url), Bus())
         results = dispatcher.send_test()
         for sink, problem in results.items():
-            typer.echo(f"{sink}: {'delivered' if problem is None else f'FAILED: {problem}'}")
+            typer.echo(f"{sink}: {'delivered' if problem is None else f'FAILED: {redact_urls(problem)}'}")
         failed = [sink for sink, problem in results.items() if problem is not None]
         if failed:
             error(f"test alert not delivered to {', '.join(failed)}; fix the sink settings in {config} and retry")

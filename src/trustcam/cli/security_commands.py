@@ -10,6 +10,7 @@ import getpass
 import json
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -132,17 +133,65 @@ def users_reset_mfa(username: UsernameArg, config: ConfigOption = None) -> None:
     _change(config, username, "reset-mfa")
 
 
+WitnessOption = Annotated[Path | None, typer.Option(
+    "--witness", help="Also compare with a witness kept outside the database: the witness log "
+    "(vault.witness_file, by default <vault.mirror>/witness.log), a service log or journal dump, or "
+    "`mosquitto_sub -v -t '<prefix>/witness/#'` output. Detects a database rolled back to an older state.")]
+
+
+@users_app.command("unlock")
+def users_unlock(
+    username: Annotated[str | None, typer.Argument(help="Lift this user name's lockouts (from every address).")]
+    = None,
+    config: ConfigOption = None,
+    address: Annotated[str | None, typer.Option("--address", help="Lift the lockouts of this client address.")]
+    = None,
+    everything: Annotated[bool, typer.Option("--all", help="Forget every failed login and lockout.")] = False,
+) -> None:
+    """Lift login lockouts (the real user locked out by someone's guesses); lists the lockouts in force first."""
+    with user_errors():
+        if not (username or address or everything):
+            raise SecurityError(2, "give a USER, --address ADDR, or --all (nothing was changed)")
+        service = _service(config)
+        for scope, name, client, seconds in service.lockout.locked():
+            say(f"locked: {name + ' from ' if name else 'address '}{client or '?'} ({scope}), {seconds} s left")
+        name = username.strip().lower() if username else None
+        removed = service.lockout.unlock(None if everything else name, None if everything else address)
+        service.record("lockout.unlock", username=_actor(), client="cli", target=name or address or "*",
+                       address=address, everything=everything, records=removed)
+        service.close()
+        say(f"unlocked {'everything' if everything else ' and '.join(filter(None, (name, address)))} "
+            f"({removed} failed-login records forgotten)")
+
+
 @audit_app.command("verify")
-def audit_verify(config: ConfigOption = None) -> None:
-    """Check the audit log's hash chain and its signed checkpoints; exit 1 naming the first edited, deleted,
-    reordered or cut-off entry, or a forged checkpoint."""
+def audit_verify(config: ConfigOption = None, witness: WitnessOption = None) -> None:
+    """Check the audit log's hash chain and its signed checkpoints (due every 20 entries and within
+    server.audit_checkpoint_every_s); exit 1 naming the first edited, deleted, reordered, cut-off or unsigned
+    entry, a forged checkpoint, or (--witness) a checkpoint the witness holds but the database lost."""
+    from trustcam.storage.witness import check_audit, read_witness
+
     with user_errors():
         service = _service(config)
         result = service.audit_log.verify()
         say(f"checkpoint signing key (Ed25519, sha256 of the raw public key): {result.key_fingerprint}; compare it "
             "with the one you pinned")
-        if not result.ok:
-            error(result.describe())
+        for note in result.notes[:5]:
+            say(f"note: {note}")
+        if len(result.notes) > 5:
+            say(f"note: {len(result.notes) - 5} more late-signed ranges")
+        problems = [] if result.ok else [result.describe()]
+        if witness is not None:
+            read = read_witness(witness, bytes.fromhex(service.audit_log.public_key_hex))
+            for problem in read.problems:  # untrusted lines: reported, never used (the database is judged without them)
+                say(f"warning: {problem}")
+            problems += check_audit(service.engine, read)
+            if not problems:
+                say(f"witness {witness}: {sum(e.kind == 'audit' for e in read.entries)} audit checkpoint(s) agree "
+                    "with the database")
+        for problem in problems:
+            error(problem)
+        if problems:
             raise typer.Exit(1)
         say(result.describe())
 

@@ -16,6 +16,7 @@ keys_app = typer.Typer(help="Manage the vault's key-encryption key.", no_args_is
 evidence_app = typer.Typer(help="Export and verify tamper-evident evidence bundles.", no_args_is_help=True)
 
 RequiredConfig = Annotated[Path, typer.Option("--config", "-c", help="YAML configuration file.")]
+SIGNER_UNCONFIRMED = 3  # `evidence verify`: intact and validly signed, but by a key nobody confirmed
 
 
 def register(app: typer.Typer) -> None:
@@ -82,16 +83,29 @@ def evidence_verify(
     bundle: Annotated[Path, typer.Argument(help="Evidence bundle (.zip).")],
     fingerprint: Annotated[str | None, typer.Option(help="The operator's published key fingerprint (sha256 hex).")]
     = None,
+    any_key: Annotated[bool, typer.Option("--any-key", help="Accept a valid signature by any key (exit 0 without "
+                                          "--fingerprint): only proves the bundle is unchanged since it was signed.")]
+    = False,
 ) -> None:
-    """Check a bundle using only its own contents; exit 0 and VERIFIED, or exit 1 and each problem."""
+    """Check a bundle using only its own contents. Exit 0 and VERIFIED (signed by the --fingerprint key, or any key
+    with --any-key); exit 3 when it is intact and validly signed but no --fingerprint confirms who signed it (anyone
+    can re-sign a forged bundle with their own key); exit 1 and each problem otherwise."""
     from trustcam.storage.evidence import verify_bundle
 
     if not bundle.is_file():
         error(f"{bundle}: not found; pass the evidence bundle (.zip) to verify")
         raise typer.Exit(1)
     report = verify_bundle(bundle, expected_fingerprint=fingerprint)
+    if report.ok and fingerprint is None and not any_key:
+        typer.echo("SIGNATURE VALID, SIGNER UNCONFIRMED")
+        for fact in report.facts:
+            typer.echo(f"  {fact}")
+        error(f"the bundle is intact and signed by key {report.fingerprint}, but nothing says that key is the "
+              "operator's: anyone can re-sign an altered bundle with a key of their own. Pass --fingerprint with "
+              "the fingerprint the operator published (or --any-key to accept any signer)")
+        raise typer.Exit(SIGNER_UNCONFIRMED)
     if report.ok:
-        typer.echo("VERIFIED")
+        typer.echo("VERIFIED" if fingerprint is not None else "VERIFIED (signer not confirmed: --any-key)")
         for fact in report.facts:
             typer.echo(f"  {fact}")
         return
@@ -106,6 +120,10 @@ def evidence_chain(
     config: RequiredConfig,
     camera: Annotated[str | None, typer.Option(help="Only this camera (default: all).")] = None,
     deep: Annotated[bool, typer.Option(help="Also decrypt every segment and compare its sha256 (slow).")] = False,
+    witness: Annotated[Path | None, typer.Option(
+        help="Also compare with a witness kept outside the database (vault.witness_file, by default "
+        "<vault.mirror>/witness.log; or a service log / journal dump): detects a database rolled back to an older "
+        "state.")] = None,
 ) -> None:
     """Verify the hash chains, checkpoint signatures and files of the vault; exit 1 on any problem."""
     from trustcam.storage.database import open_database
@@ -119,6 +137,13 @@ def evidence_chain(
             raise ConfigError(f"--camera {camera}: no recording of this camera in the vault "
                               f"(cameras: {', '.join(vault.cameras()) or 'none'})")
         problems = vault.verify_chain(camera, deep=deep)
+        if witness is not None:
+            from trustcam.storage.witness import check_footage, read_witness
+
+            read = read_witness(witness, bytes.fromhex(vault.public_key_hex))
+            for untrusted in read.problems:  # reported, never used
+                say(f"warning: {untrusted}")
+            problems += check_footage(vault.engine, read, camera)
         for problem in problems:
             typer.echo(problem)
         if problems:

@@ -7,6 +7,7 @@ rejected with a suggestion, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -414,6 +415,18 @@ class VaultConfig(StrictModel):
         description="Ed25519 key that signs hash-chain checkpoints (created 0600 on first start).",
     )
     checkpoint_every: int = Field(6, ge=1, le=10_000, description="Sign the chain head every N segments.")
+    checkpoint_every_s: float = Field(
+        60.0, ge=1, le=86_400, description="Also sign the chain head once this many seconds of footage have been "
+        "recorded since the last checkpoint. With checkpoint_every it bounds what a crash leaves unsigned, and "
+        "verification fails where a due checkpoint is missing (checkpoints deleted or history rewritten).",
+    )
+    witness_file: Path | None = Field(
+        None, description="Witness log: every signed checkpoint head (footage and audit) is appended here as one "
+        "JSON line, outside the database, so a database rolled back to an older state is detected "
+        "(`--witness FILE` of `evidence chain` and `audit verify`). Default: <mirror>/witness.log when a mirror is "
+        "configured, else none (checkpoints still go to the service log and, when enabled, to MQTT). Put it where "
+        "whoever can write the database cannot rewrite it (another disk, host or user).",
+    )
     min_free_mb: float = Field(
         1024.0, ge=1, description="Below this free space, footage is evicted by policy (never held evidence)."
     )
@@ -440,9 +453,29 @@ class ServerConfig(StrictModel):
     )
     session_idle_minutes: float = Field(30.0, gt=0, le=1440, description="A session unused this long ends.")
     session_max_hours: float = Field(12.0, gt=0, le=720, description="A session ends this long after login.")
-    login_max_failures: int = Field(5, ge=1, le=100, description="Failed logins (per user or address) before lockout.")
-    lockout_minutes: float = Field(15.0, gt=0, le=1440, description="How long a lockout lasts.")
+    login_max_failures: int = Field(
+        5, ge=1, le=100, description="Failed logins for one user name from one client address before that pair is "
+        "locked out (the same name from other addresses still works).")
+    address_max_failures: int = Field(
+        20, ge=1, le=10_000, description="Failed logins from one client address, whatever the user names, before "
+        "that address is locked out (stops spraying many names).")
+    lockout_minutes: float = Field(
+        15.0, gt=0, le=1440, description="How long a first lockout lasts; each further lockout of the same pair or "
+        "address within a day lasts twice as long, at most 24 hours.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="Addresses or CIDRs of reverse proxies in front of the server. Only when "
+        "the direct peer is one of them is the client address taken from X-Forwarded-For (the rightmost hop that "
+        "is not a trusted proxy); otherwise the header is ignored. Lockout, the audit log and sessions use it.")
+    auth_key_file: Path = Field(
+        Path("~/.config/trustcam/auth.key"), description="AES key encrypting TOTP secrets in the database (created "
+        "0600 on first start). Keep it outside data_dir, with the vault keys: a copy of data_dir must not carry the "
+        "key to its own secrets.")
     api_token_max_days: int = Field(90, ge=1, le=3650, description="Longest lifetime of an API token.")
+    audit_checkpoint_every_s: float = Field(
+        300.0, ge=1, le=86_400, description="Every audit entry is signed (an audit checkpoint) within this many "
+        "seconds of being written: `trustcam run` signs the head when it has unsigned entries, and `audit verify` "
+        "fails on entries left unsigned longer. Use the same value where the log is verified.",
+    )
 
     @field_validator("mfa_required_for")
     @classmethod
@@ -457,6 +490,17 @@ class ServerConfig(StrictModel):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("give both tls_cert and tls_key, or neither (a self-signed pair is then generated)")
         return self
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: '{entry}' is not an IP address or CIDR (e.g. 127.0.0.1, "
+                                 "10.0.0.0/8, ::1)") from None
+        return value
 
 
 class MqttConfig(StrictModel):

@@ -20,6 +20,7 @@ from trustcam.security.roles import Role
 from trustcam.security.secretbox import SecretBox
 from trustcam.security.users import User, UserStore
 from trustcam.storage.keys import load_signing_key
+from trustcam.storage.witness import CheckpointWitness, build_witness
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +35,31 @@ class LoginResult:
 
 
 class AccessControl:
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    """``witness`` receives every audit checkpoint; by default the service log and the witness file (a CLI command
+    has no MQTT connection: `trustcam run` passes the service's witness, which also publishes on MQTT)."""
+
+    def __init__(self, settings: Settings, engine: Engine, witness: CheckpointWitness | None = None) -> None:
         server = settings.server
         self.settings = settings
         self.engine = engine
-        self.box = SecretBox(settings.data_dir)
+        self.box = SecretBox(server.auth_key_file, settings.data_dir)
         self.users = UserStore(engine, self.box)
         self.credentials = Credentials(engine, server.session_idle_minutes * 60.0, server.session_max_hours * 3600.0)
-        self.lockout = Lockout(engine, server.login_max_failures, server.lockout_minutes * 60.0)
-        self.audit_log = AuditLog(engine, load_signing_key(settings.vault))  # the vault's key signs checkpoints
+        self.lockout = Lockout(engine, server.login_max_failures, server.lockout_minutes * 60.0,
+                               server.address_max_failures)
+        self.audit_log = AuditLog(engine, load_signing_key(settings.vault),  # the vault's key signs checkpoints
+                                  witness=witness if witness is not None else build_witness(settings),
+                                  checkpoint_every_s=server.audit_checkpoint_every_s)
         self._setup_lock = threading.Lock()
 
+    def start(self) -> None:
+        """`trustcam run`: sign the audit log's head on a timer, so no entry stays unsigned longer than
+        ``server.audit_checkpoint_every_s`` (CLI commands sign at exit instead)."""
+        self.audit_log.start_timer()
+
     def close(self) -> None:
-        """Clean shutdown: sign the audit log's head, so entries written since the last checkpoint are covered."""
+        """Clean shutdown: stop the timer and sign the audit log's head, so every entry written is covered."""
+        self.audit_log.stop_timer()
         self.audit_log.checkpoint()
 
     def mfa_required(self, user: User) -> bool:
@@ -88,9 +101,9 @@ class AccessControl:
     def _fail(self, username: str, client: str, action: str, known: bool) -> None:
         self.record(action, username=username if known else "", client=client, outcome="failed",
                     **({} if known else {"unknown_user": True}))
-        for scope in self.lockout.failure(username, client):
+        for scope, seconds in self.lockout.failure(username, client):
             self.record("lockout", username=username if known else "", client=client, outcome="locked",
-                        scope=scope, minutes=self.settings.server.lockout_minutes)
+                        scope=scope, seconds=seconds)
 
     def login(self, username: str, password: str, client: str) -> LoginResult:
         """Step 1: the password. Returns a session, or a challenge when the user has MFA; 401/429 otherwise."""
@@ -122,10 +135,26 @@ class AccessControl:
 
     def _complete(self, user: User, client: str, factor: str) -> LoginResult:
         secret = self.credentials.open_session(user.id, client)
-        self.lockout.success(user.username)
+        self.lockout.success(user.username, client)
         self.record("login", user=user, client=client, credential=public_id(digest(secret)), factor=factor,
                     mfa_enrolment_required=self.mfa_pending(user))
         return LoginResult(user, session=secret)
+
+    def reauthenticate(self, user: User, password: str, code: str | None, client: str, action: str,
+                       need_code: bool = True) -> None:
+        """Prove, before minting a credential or changing the password, that the caller is still the user and not
+        someone holding a stolen session: the password again and, with MFA (``need_code``), a current TOTP or
+        recovery code. A wrong answer is audited and counts like a failed login (lockout applies)."""
+        self._refuse_if_locked(user.username, client)
+        ok = self.users.verify(user, password)
+        if ok and need_code and user.mfa_enabled:
+            ok = code is not None and self.users.check_second_factor(user, code) is not None
+        if not ok:
+            self._fail(user.username, client, action, True)
+            what = "password or code" if need_code and user.mfa_enabled else "password"
+            raise SecurityError(403, f"wrong {what}: send your current password"
+                                + (" and a current 6-digit code from your authenticator app (or a recovery code)"
+                                   if need_code and user.mfa_enabled else "") + " to confirm it is you")
 
     # --- authenticating requests ----------------------------------------------------------------------------
 
@@ -146,4 +175,6 @@ class AccessControl:
         user = self.users.by_id(token.user_id)
         if user is None or user.disabled or token.role not in TOKEN_ROLES[user.role]:
             return None  # the owner left, was disabled or lost the rights the token was made with
+        if token.role in self.settings.server.mfa_required_for and not user.mfa_enabled:
+            return None  # a role that needs MFA, owned by someone without it (e.g. after an MFA reset)
         return user, token

@@ -141,9 +141,11 @@ class Credentials:
 
     # --- API tokens -----------------------------------------------------------------------------------------
 
-    def create_token(self, user_id: int, owner_role: Role, name: str, days: int, max_days: int,
-                     role: Role | None = None) -> tuple[str, TokenInfo]:
-        """A new token ``tc_<id>_<secret>`` (returned once) with a role no higher than its owner's."""
+    @staticmethod
+    def check_token_request(owner_role: Role, name: str, days: int, max_days: int, role: Role | None = None
+                            ) -> tuple[Role, str]:
+        """The token's role and name, or the reason it cannot be made: checked before the password is asked for,
+        so a malformed request neither costs an argon2 check nor uses up a TOTP code."""
         role = role or owner_role
         if role not in TOKEN_ROLES[owner_role]:
             allowed = ", ".join(sorted(TOKEN_ROLES[owner_role]))
@@ -154,6 +156,12 @@ class Credentials:
         name = name.strip()
         if not 1 <= len(name) <= 64:
             raise SecurityError(422, "name the token (1-64 characters), e.g. 'prometheus scraper'")
+        return role, name
+
+    def create_token(self, user_id: int, owner_role: Role, name: str, days: int, max_days: int,
+                     role: Role | None = None) -> tuple[str, TokenInfo]:
+        """A new token ``tc_<id>_<secret>`` (returned once) with a role no higher than its owner's."""
+        role, name = self.check_token_request(owner_role, name, days, max_days, role)
         token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         now = time.time()
         row = ApiTokenRow(id=token_id, user_id=user_id, name=name, role=role.value, secret_sha256=digest(secret),

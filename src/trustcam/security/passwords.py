@@ -6,6 +6,11 @@ answer time does not reveal which user names exist.
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from zxcvbn import zxcvbn
@@ -40,16 +45,62 @@ def check_policy(password: str, username: str) -> None:
                             f"{why}")
 
 
+class PasswordGate:
+    """At most ``slots`` argon2 computations at once, at most ``queue`` more waiting (each up to ``wait_s``);
+    beyond that a 503 with Retry-After at once, without running argon2.
+
+    Why: each check takes 64 MiB and a CPU for ~0.2 s on the web server's shared thread pool. Unbounded, a flood of
+    logins takes every pool thread (health and signed-in pages stop answering) and 64 MiB per thread of memory.
+    """
+
+    def __init__(self, slots: int, queue: int, wait_s: float = 2.0, retry_after: int = 2) -> None:
+        self.slots, self.queue, self.wait_s, self.retry_after = slots, queue, wait_s, retry_after
+        self._running = threading.BoundedSemaphore(slots)
+        self._admitted = threading.BoundedSemaphore(slots + queue)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        busy = SecurityError(503, f"the server is busy checking other passwords; try again in {self.retry_after} s",
+                             retry_after=self.retry_after)
+        if not self._admitted.acquire(blocking=False):
+            raise busy
+        try:
+            if not self._running.acquire(timeout=self.wait_s):
+                raise busy
+            try:
+                yield
+            finally:
+                self._running.release()
+        finally:
+            self._admitted.release()
+
+
+def _default_slots() -> int:
+    """2-4 parallel checks: one per CPU, and no more than a quarter of the memory at 64 MiB each."""
+    cpus = os.cpu_count() or 2
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = 1 << 30
+    return max(1, min(4, max(2, cpus), memory // 4 // (HASHER.memory_cost * 1024)))
+
+
+GATE = PasswordGate(_default_slots(), queue=2 * _default_slots())
+
+
 def hash_password(password: str) -> str:
-    return HASHER.hash(password)
+    with GATE.slot():
+        return HASHER.hash(password)
 
 
 def verify_password(stored_hash: str | None, password: str) -> bool:
-    """True when ``password`` matches; with ``stored_hash`` None a dummy hash is checked (same cost)."""
-    try:
-        return HASHER.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
+    """True when ``password`` matches; with ``stored_hash`` None a dummy hash is checked (same cost).
+    503 (:class:`SecurityError`) when too many checks are already running or waiting (see :class:`PasswordGate`)."""
+    with GATE.slot():
+        try:
+            return HASHER.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
 
 
 def needs_rehash(stored_hash: str) -> bool:

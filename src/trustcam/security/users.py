@@ -110,23 +110,34 @@ class UserStore:
         check_username(username)
         passwords.check_policy(password, username)
         now = time.time()
+        hashed = passwords.hash_password(password)
         with Session(self.engine) as session, session.begin():
             if session.scalar(select(UserRow.id).where(UserRow.username == username)) is not None:
                 raise SecurityError(409, f"user '{username}' already exists; pick another name or change that user")
             row = UserRow(username=username, role=role.value, cameras=None if cameras is None else sorted(cameras),
-                          password_hash=passwords.hash_password(password), recovery_codes=[], created=now,
+                          password_hash=hashed, recovery_codes=[], created=now,
                           updated=now, totp_last_step=0, mfa_enabled=0, disabled=0)
             session.add(row)
             session.flush()
             return _user(row)
 
+    @staticmethod
+    def _end_credentials(session: Session, user_id: int) -> None:
+        """End every session, pending login and API token of the user: after a password change or MFA reset, nothing
+        obtained with the old secrets (perhaps by whoever made the change necessary) keeps working."""
+        session.execute(delete(SessionRow).where(SessionRow.user_id == user_id))
+        session.execute(delete(ChallengeRow).where(ChallengeRow.user_id == user_id))
+        session.execute(update(ApiTokenRow).where(ApiTokenRow.user_id == user_id, ApiTokenRow.revoked.is_(None))
+                        .values(revoked=time.time()))
+
     def set_password(self, user: User, new_password: str) -> None:
-        """Set a new password (policy checked) and end every session of the user."""
+        """Set a new password (policy checked); every session and API token of the user ends."""
         passwords.check_policy(new_password, user.username)
+        hashed = passwords.hash_password(new_password)
         with Session(self.engine) as session, session.begin():
             session.execute(update(UserRow).where(UserRow.id == user.id).values(
-                password_hash=passwords.hash_password(new_password), updated=time.time()))
-            session.execute(delete(SessionRow).where(SessionRow.user_id == user.id))
+                password_hash=hashed, updated=time.time()))
+            self._end_credentials(session, user.id)
 
     # --- changes by an admin --------------------------------------------------------------------------------
 
@@ -215,10 +226,9 @@ class UserStore:
             return len(row.recovery_codes) if row else 0
 
     def reset_mfa(self, user: User) -> None:
-        """Forget the second factor and end every session: the user enrols again at the next login."""
+        """Forget the second factor and end every session and API token: the user enrols again at the next login."""
         with Session(self.engine) as session, session.begin():
             session.execute(update(UserRow).where(UserRow.id == user.id).values(
                 totp_secret=None, totp_pending=None, totp_last_step=0, mfa_enabled=0, recovery_codes=[],
                 updated=time.time()))
-            session.execute(delete(SessionRow).where(SessionRow.user_id == user.id))
-            session.execute(delete(ChallengeRow).where(ChallengeRow.user_id == user.id))
+            self._end_credentials(session, user.id)

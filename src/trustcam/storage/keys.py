@@ -22,11 +22,12 @@ import os
 import re
 import secrets
 import stat
+import struct
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -34,8 +35,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
-from trustcam.config.schema import VaultConfig
+from trustcam.config.schema import NAME_PATTERN, VaultConfig
 from trustcam.errors import UserError
+from trustcam.storage.private import private_dir
 from trustcam.storage.schema import SegmentRow
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,9 @@ ENV_KEK_OLD = "TRUSTCAM_VAULT_KEK_OLD"  # comma-separated base64 keys, only need
 KEY_BYTES = 32
 WRAP_NONCE_BYTES = 12
 _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
+_NAME = re.compile(NAME_PATTERN)
+BLOB_MAGIC = b"TCBLOB01"
+COPY_CHUNK = 1 << 20
 
 
 class VaultError(UserError):
@@ -177,8 +182,7 @@ def _load_or_create(path: Path, size: int, what: str, config: VaultConfig) -> by
     _check_location(path, config, what)
     if not path.exists():
         try:
-            if not path.parent.exists():
-                path.parent.mkdir(mode=0o700, parents=True)
+            private_dir(path.parent)  # it and each folder above it that it creates: 0700 whatever the umask
             write_secret(path, secrets.token_bytes(size))
         except FileExistsError:  # another process created it first: use theirs
             pass
@@ -346,8 +350,6 @@ def rewrap_segments(engine: Engine, keks: Mapping[str, KeyEncryptionKey], new: K
     has moved: an interrupted rotation leaves a mix of old and new wraps that all open, and the next
     rotation finishes the job.
     """
-    from trustcam.storage.vault import segment_key_aad  # the AAD is the vault's format; imported late (cycle)
-
     after = ""
     while True:
         with Session(engine) as session, session.begin():
@@ -384,8 +386,6 @@ def rotate_kek(config: VaultConfig, engine: Engine) -> RotationReport:
     ``TRUSTCAM_VAULT_KEK_OLD``; everything is re-wrapped under the env key. Retired key files are removed
     once no data key uses them; a KEK still in use (a key that could not be re-wrapped) is kept and reported.
     """
-    from trustcam.storage.vault import rewrap_blobs
-
     env = os.environ.get(ENV_KEK)
     path = key_file(config)
     if not env:
@@ -437,3 +437,90 @@ def rotate_kek(config: VaultConfig, engine: Engine) -> RotationReport:
         if report.removed:
             fsync_dir(path.parent)
     return report
+
+
+# --- what a wrapped data key is bound to (shared with the vault, which re-exports these) --------------------------
+# Kept here, not in vault.py, so that rotation re-wraps keys without importing the vault (no import cycle).
+
+
+def segment_key_aad(segment_id: str, camera: str) -> bytes:
+    """AAD of a segment's wrapped data key: a wrapped key copied onto another row does not unwrap."""
+    return b"trustcam/segment-key/v1\0" + segment_id.encode() + b"\0" + camera.encode()
+
+
+def blob_key_aad(kind: str, blob_id: str, camera: str) -> bytes:
+    return b"trustcam/blob-key/v1\0" + kind.encode() + b"\0" + blob_id.encode() + b"\0" + camera.encode()
+
+
+def read_full(handle: BinaryIO, size: int) -> bytes:
+    """``size`` bytes, or fewer only at the end of the file (a pipe or a slow disk may return short reads)."""
+    data = handle.read(size)
+    while 0 < len(data) < size and (more := handle.read(size - len(data))):
+        data += more
+    return data
+
+
+def blob_header(kek_id: str, wrapped: bytes) -> bytes:
+    """A snapshot carries its wrapped key: ``TCBLOB01 ‖ u8 len ‖ kek_id ‖ u16 BE len ‖ wrapped data key``."""
+    ident = kek_id.encode()
+    return BLOB_MAGIC + struct.pack(">B", len(ident)) + ident + struct.pack(">H", len(wrapped)) + wrapped
+
+
+def read_blob_header(handle: BinaryIO, ref: str) -> tuple[str, bytes]:
+    def take(size: int) -> bytes:
+        data = read_full(handle, size)
+        if len(data) != size:
+            raise VaultError(f"{ref} was altered or truncated (header cut short)")
+        return data
+
+    if take(8) != BLOB_MAGIC:
+        raise VaultError(f"{ref} was altered or is not a vault snapshot (bad header)")
+    kek_id = take(take(1)[0]).decode("ascii", "replace")
+    wrapped = take(struct.unpack(">H", take(2))[0])
+    return kek_id, wrapped
+
+
+def parse_blob_ref(ref: str) -> tuple[str, str, str]:
+    """(camera, kind, blob id) of a snapshot reference ``<camera>/<kind>/<date>/<id>.blob``."""
+    parts = ref.split("/")
+    if (len(parts) != 4 or not parts[3].endswith(".blob") or any(p in ("", ".", "..") for p in parts)
+            or not _NAME.match(parts[0]) or not _NAME.match(parts[1])):
+        raise VaultError(f"{ref!r} is not a vault snapshot reference (<camera>/<kind>/<date>/<id>.blob)")
+    return parts[0], parts[1], parts[3].removesuffix(".blob")
+
+
+def rewrap_blobs(config: VaultConfig, keks: Mapping[str, KeyEncryptionKey], new: KeyEncryptionKey,
+                 report: RotationReport) -> None:
+    """Re-wrap every snapshot's header key under ``new``; the encrypted body is copied unchanged (crash-safe
+    rewrite: ``.part``, fsync, rename). Snapshots that fail are counted in ``report.blobs_left``."""
+    for base in filter(None, (_expand(config.root), _expand(config.mirror) if config.mirror else None)):
+        if not base.is_dir():
+            continue
+        for path in sorted(base.glob("*/*/*/*.blob")):
+            ref = path.relative_to(base).as_posix()
+            kek_id = "?"
+            try:
+                camera, kind, blob_id = parse_blob_ref(ref)
+                with open(path, "rb") as handle:
+                    kek_id, wrapped = read_blob_header(handle, ref)
+                    if kek_id == new.key_id:
+                        continue
+                    aad = blob_key_aad(kind, blob_id, camera)
+                    if kek_id not in keks:
+                        raise VaultError(f"its KEK {kek_id} is not available")
+                    header = blob_header(new.key_id, new.wrap(keks[kek_id].unwrap(wrapped, aad), aad))
+                    part = path.with_name(path.name + ".part")
+                    with open(part, "wb") as out:
+                        out.write(header)
+                        while piece := handle.read(COPY_CHUNK):
+                            out.write(piece)
+                        out.flush()
+                        os.fsync(out.fileno())
+                if not path.exists():  # deleted meanwhile: do not bring it back
+                    part.unlink()
+                    continue
+                os.replace(part, path)
+                report.blobs += 1
+            except (VaultError, OSError) as exc:
+                report.problems.append(f"snapshot {path}: not re-wrapped ({exc})")
+                report.blobs_left[kek_id] = report.blobs_left.get(kek_id, 0) + 1

@@ -68,6 +68,11 @@ class CheckpointRow(Base):
     time: Mapped[float] = mapped_column(Float)
     signature: Mapped[str] = mapped_column(String(128))  # hex
     public_key: Mapped[str] = mapped_column(String(64))  # hex, raw Ed25519
+    # v2 (migration 0007): the policy in force and the sealed event records, all covered by the signature.
+    # ``every`` None marks a v1 checkpoint (signed before the policy was).
+    every: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    every_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    events: Mapped[list[list[Any]] | None] = mapped_column(JSON, nullable=True)  # [[event id, sha256, record]]
 
 
 class DeletionRow(Base):

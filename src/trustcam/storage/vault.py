@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -41,46 +42,59 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from trustcam.config.schema import NAME_PATTERN, VaultConfig
-from trustcam.storage.keys import (
+from trustcam.storage.keys import (  # the key-binding helpers live in keys.py (rotation needs them, no cycle)
     KeyEncryptionKey,
     Keyring,
-    RotationReport,
     VaultError,
+    blob_key_aad,
     fsync_dir,
     load_signing_key,
+    rewrap_blobs,
+    segment_key_aad,
 )
+from trustcam.storage.keys import blob_header as _blob_header
+from trustcam.storage.keys import parse_blob_ref as _parse_ref
+from trustcam.storage.keys import read_blob_header as _read_blob_header
+from trustcam.storage.keys import read_full as _read_full
 from trustcam.storage.schema import CheckpointRow, DeletionRow, EventRow, SegmentRow
+from trustcam.storage.witness import CheckpointWitness, WitnessEntry
 
 __all__ = [
     "ZERO_HASH",
     "Failover",
+    "Policy",
     "Vault",
     "VaultError",
+    "blob_key_aad",
     "chain_hash",
     "chain_message",
+    "checkpoint_gaps",
     "checkpoint_message",
+    "event_digest",
+    "event_record",
     "public_key_fingerprint",
+    "rewrap_blobs",
+    "segment_key_aad",
 ]
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 MAGIC = b"TCVAULT1"
-BLOB_MAGIC = b"TCBLOB01"
 TAG = 16
 HEADER = struct.Struct(">8s8sI")
 ZERO_HASH = "0" * 64
@@ -116,16 +130,153 @@ def chain_hash(camera: str, seq: int, segment_id: str, start: float, end: float,
     return hashlib.sha256(chain_message(camera, seq, segment_id, start, end, size, sha256, prev_hash)).hexdigest()
 
 
-def checkpoint_message(camera: str, seq: int, chain_hash: str, time: float) -> bytes:
-    """The bytes a checkpoint's Ed25519 signature covers, same conventions as :func:`chain_message`::
+def checkpoint_message(camera: str, seq: int, chain_hash: str, time: float, *, every: int | None = None,
+                       every_s: float | None = None, events: Sequence[Sequence[str]] = ()) -> bytes:
+    """The bytes a checkpoint's Ed25519 signature covers, same conventions as :func:`chain_message`.
+
+    v1 (``every`` None: checkpoints written before the policy was signed)::
 
         trustcam-checkpoint-v1
         camera=front
         seq=12
         chain_hash=<64 hex>
         time=1700000123.456789
+
+    v2 also signs the checkpoint policy in force (so a laxer one cannot be claimed afterwards) and the event
+    records sealed by this checkpoint (``event id:sha256 of its record``, comma-separated, in order; may be
+    empty)::
+
+        trustcam-checkpoint-v2
+        camera=front
+        seq=12
+        chain_hash=<64 hex>
+        time=1700000123.456789
+        every=6
+        every_s=60.000000
+        events=3f9c…:9a41…,77d0…:0c2e…
     """
-    return f"trustcam-checkpoint-v1\ncamera={camera}\nseq={seq}\nchain_hash={chain_hash}\ntime={time:.6f}\n".encode()
+    if every is None:
+        return (f"trustcam-checkpoint-v1\ncamera={camera}\nseq={seq}\nchain_hash={chain_hash}\n"
+                f"time={time:.6f}\n").encode()
+    sealed = ",".join(f"{entry[0]}:{entry[1]}" for entry in events)
+    return (f"trustcam-checkpoint-v2\ncamera={camera}\nseq={seq}\nchain_hash={chain_hash}\ntime={time:.6f}\n"
+            f"every={every}\nevery_s={float(every_s or 0.0):.6f}\nevents={sealed}\n").encode()
+
+
+def row_message(row: CheckpointRow) -> bytes:
+    """The signed bytes of a stored checkpoint (v1 or v2, by whether it carries a policy)."""
+    return checkpoint_message(row.camera, row.seq, row.chain_hash, row.time, every=row.every,
+                              every_s=row.every_s, events=[entry[:2] for entry in row.events or []])
+
+
+EVENT_FIELDS = ("id", "camera", "label", "track_id", "start", "end", "best_score", "box", "zones", "rules",
+                "threat", "snapshot", "model_name", "model_sha256")
+"""What a sealed event record is made of: everything the evidence manifest states about the event (the legal
+hold flag is not part of it: it is meant to change)."""
+
+
+def event_record(row: EventRow) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in EVENT_FIELDS}
+
+
+def event_digest(record: dict[str, Any]) -> str:
+    """sha256 (hex) of the record's canonical JSON: keys sorted, no whitespace (``separators=(",", ":")``), ASCII
+    only, numbers as Python's ``json`` writes them. Recomputable from an evidence manifest's ``event.record``."""
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def changed_fields(sealed: object, digest: str, current: dict[str, Any]) -> str:
+    """``field best_score (sealed 0.91, now 0.5)``, from the sealed copy kept beside the digest; that copy is
+    trusted only when it still hashes to the signed digest."""
+    if not isinstance(sealed, dict) or event_digest(sealed) != digest:
+        return "fields unknown (the stored copy of the sealed record was altered too)"
+    names = [name for name in EVENT_FIELDS if sealed.get(name) != current.get(name)]
+    return ", ".join(f"field {name} (sealed {sealed.get(name)!r}, now {current.get(name)!r})"
+                     for name in names) or "fields unknown"
+
+
+# --- the checkpoint policy and the gap rule -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A checkpoint is due every ``every`` segments and every ``every_s`` seconds of footage (None: by count only,
+    as v1 checkpoints were written)."""
+
+    every: int
+    every_s: float | None
+
+    def due(self, segments: int, seconds: float) -> bool:
+        return segments >= self.every or (self.every_s is not None and seconds >= self.every_s)
+
+    def text(self) -> str:
+        return f"every {self.every} segments" + (f" or {self.every_s:g} s" if self.every_s is not None else "")
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    """A checkpoint that verified (signature and chain hash): what the gap rule counts."""
+
+    seq: int
+    time: float
+    every: int | None
+    every_s: float | None
+
+    def policy(self, configured: Policy) -> Policy:
+        return Policy(self.every, self.every_s) if self.every is not None else Policy(configured.every, None)
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+
+
+def checkpoint_gaps(camera: str, segments: Iterable[tuple[int, float, float]], heads: Sequence[SignedHead],
+                    configured: Policy) -> list[str]:
+    """Where a due checkpoint is missing: one problem per gap, naming the first segment left uncovered.
+
+    ``segments`` are (seq, start, end) in seq order, starting at seq 1 (the chain start) or at a checkpoint's
+    seq. Walking them, after each checkpoint (or the chain start) a new one must be signed no later than at the
+    first segment where ``every`` segments or ``every_s`` seconds of footage have passed, judged by the policy
+    the previous checkpoint signed (from the chain start: ``configured``; after a v1 checkpoint: count only).
+    The recorder signs exactly there, in the transaction that appends that segment, so a genuine chain always
+    passes, the tail after the newest checkpoint included. Deleting checkpoints, or rewriting history and
+    dropping the checkpoints that no longer match, leaves a gap.
+    """
+    by_seq: dict[int, SignedHead] = {}
+    for head in sorted(heads, key=lambda h: (h.seq, h.time)):
+        by_seq[head.seq] = head
+    first = min(by_seq.values(), key=lambda h: h.seq, default=None)
+    policy = Policy(configured.every, None) if first is not None and first.every is None else configured
+    problems: list[str] = []
+    prev_seq: int | None = None  # None: nothing seen yet
+    covered_end: float | None = None
+    first_open: tuple[int, float] | None = None  # first segment after the previous checkpoint
+    in_gap = False
+    for seq, start, end in segments:
+        if prev_seq is None:
+            prev_seq, covered_end = (0, start) if seq == 1 else (seq, end)
+            if seq != 1:
+                policy = by_seq[seq].policy(configured) if seq in by_seq else policy
+                continue
+        assert covered_end is not None
+        if first_open is None:
+            first_open = (seq, start)
+        if seq in by_seq:
+            prev_seq, covered_end, first_open, in_gap = seq, end, None, False
+            policy = by_seq[seq].policy(configured)
+            continue
+        if in_gap or not policy.due(seq - prev_seq, end - covered_end):
+            continue
+        in_gap = True
+        after = f"the checkpoint at seq {prev_seq}" if prev_seq else "the start of the chain"
+        following = next((h.seq for h in sorted(by_seq.values(), key=lambda h: h.seq) if h.seq > seq), None)
+        then = f"the next one is at seq {following}" if following is not None else "none was signed after it"
+        problems.append(
+            f"camera {camera} seq {first_open[0]} ({_utc(first_open[1])}): footage not covered by a checkpoint in "
+            f"time: one was due at seq {seq} ({policy.text()} after {after}) but {then} (checkpoints deleted, or "
+            "history rewritten after recording)")
+    return problems
 
 
 def public_key_fingerprint(public_key: Ed25519PublicKey | bytes) -> str:
@@ -139,17 +290,8 @@ def segment_context(segment_id: str, camera: str) -> bytes:
     return b"trustcam/segment/v1\0" + segment_id.encode() + b"\0" + camera.encode() + b"\0"
 
 
-def segment_key_aad(segment_id: str, camera: str) -> bytes:
-    """AAD of a segment's wrapped data key: a wrapped key copied onto another row does not unwrap."""
-    return b"trustcam/segment-key/v1\0" + segment_id.encode() + b"\0" + camera.encode()
-
-
 def blob_context(kind: str, blob_id: str, camera: str) -> bytes:
     return b"trustcam/blob/v1\0" + kind.encode() + b"\0" + blob_id.encode() + b"\0" + camera.encode() + b"\0"
-
-
-def blob_key_aad(kind: str, blob_id: str, camera: str) -> bytes:
-    return b"trustcam/blob-key/v1\0" + kind.encode() + b"\0" + blob_id.encode() + b"\0" + camera.encode()
 
 
 # --- the chunked AES-GCM stream -------------------------------------------------------------------------------
@@ -197,13 +339,6 @@ def encrypt_stream(data_key: bytes, context: bytes, data: bytes | BinaryIO, writ
         current, index = following, index + 1
 
 
-def _read_full(handle: BinaryIO, size: int) -> bytes:
-    data = handle.read(size)
-    while 0 < len(data) < size and (more := handle.read(size - len(data))):
-        data += more
-    return data
-
-
 def decrypt_stream(data_key: bytes, context: bytes, handle: BinaryIO, what: str) -> Iterator[bytes]:
     """Yield the plaintext chunk by chunk, each authenticated before it is yielded."""
     altered = f"{what} was altered or truncated"
@@ -228,6 +363,35 @@ def decrypt_stream(data_key: bytes, context: bytes, handle: BinaryIO, what: str)
         if final:
             return
         current, index = following, index + 1
+
+
+def seal_problems(camera: str, checkpoints: Sequence[CheckpointRow], events: dict[str, dict[str, Any]], *,
+                  only: str | None = None) -> list[str]:
+    """Sealed event records that were edited or deleted since, and events that ended after sealing began (the
+    camera's first v2 checkpoint) but were never sealed. ``checkpoints`` must be verified ones."""
+    problems: list[str] = []
+    sealed: dict[str, tuple[str, object, CheckpointRow]] = {}
+    for cp in checkpoints:
+        for entry in cp.events or []:
+            sealed.setdefault(entry[0], (entry[1], entry[2] if len(entry) > 2 else None, cp))
+    for event_id, (digest, copy, cp) in sealed.items():
+        if only is not None and event_id != only:
+            continue
+        record = events.get(event_id)
+        if record is None:
+            problems.append(f"event {event_id} (camera {camera}) was sealed at seq {cp.seq} ({_utc(cp.time)}) but "
+                            "its record is gone from the database (deleted after it was sealed)")
+        elif event_digest(record) != digest:
+            problems.append(f"event {event_id} record edited after it was sealed (camera {camera}, checkpoint at "
+                            f"seq {cp.seq}, {_utc(cp.time)}): {changed_fields(copy, digest, record)}")
+    since = min((cp.time for cp in checkpoints if cp.every is not None), default=None)
+    for event_id, record in events.items():
+        if (only is None or event_id == only) and event_id not in sealed and since is not None \
+                and record["end"] > since:
+            problems.append(f"event {event_id} ({record['label']} on camera {camera}, ended {_utc(record['end'])}) "
+                            "was never sealed into the chain, though sealing was in force since "
+                            f"{_utc(since)}: its record may have been added or rewritten without trace")
+    return problems
 
 
 # --- the vault -------------------------------------------------------------------------------------------------
@@ -285,7 +449,7 @@ class Vault:
 
     def __init__(self, config: VaultConfig, engine: Engine, kek: KeyEncryptionKey | None = None,
                  signer: Ed25519PrivateKey | None = None, *, on_alert: Callable[[str], None] | None = None,
-                 hold_margin_s: float = 5.0) -> None:
+                 hold_margin_s: float = 5.0, witness: CheckpointWitness | None = None) -> None:
         self.config = config
         self.engine = engine
         self.root = _expand(config.root)
@@ -296,6 +460,8 @@ class Vault:
         self.public_key_hex = self.public_key.public_bytes(serialization.Encoding.Raw,
                                                            serialization.PublicFormat.Raw).hex()
         self.on_alert = on_alert
+        self.witness = witness  # every committed checkpoint is also recorded there, outside the database
+        self.policy = Policy(config.checkpoint_every, config.checkpoint_every_s)
         self.hold_margin_s = hold_margin_s  # a held event also holds this much footage before and after it
         self.chunk_size = CHUNK  # plaintext bytes per GCM chunk (recorded in each file's header)
         self.failovers: list[Failover] = []
@@ -422,11 +588,11 @@ class Vault:
             for path in written:
                 path.unlink(missing_ok=True)
             raise
-        if row.seq % self.config.checkpoint_every == 0:
-            self._sign(camera, row.seq, row.chain_hash)
         return row
 
     def _append(self, row: SegmentRow) -> SegmentRow:
+        """Append to the chain and, when one is due, sign the new head in the same transaction: a crash never
+        leaves a due checkpoint unsigned (which the gap rule would report as a deleted checkpoint)."""
         with self._camera_lock(row.camera):
             for attempt in range(3):
                 try:
@@ -439,6 +605,9 @@ class Vault:
                         row.chain_hash = chain_hash(row.camera, row.seq, row.id, row.start, row.end, row.size,
                                                     row.sha256, row.prev_hash)
                         session.add(row)
+                        checkpoint = self._due_checkpoint(session, row)
+                    if checkpoint is not None:
+                        self._witness(checkpoint)
                     return row
                 except IntegrityError:  # another process appended to this camera's chain at the same moment
                     if attempt == 2:
@@ -450,23 +619,86 @@ class Vault:
                         "has_motion", "labels", "held")})
         raise AssertionError("unreachable")
 
-    def _sign(self, camera: str, seq: int, head_hash: str) -> CheckpointRow:
+    def _due_checkpoint(self, session: Session, row: SegmentRow) -> CheckpointRow | None:
+        """Sign ``row`` as the head when the previous checkpoint's signed policy, or the configured one, says a
+        checkpoint is due (:func:`checkpoint_gaps` checks the former)."""
+        last = session.scalars(select(CheckpointRow).where(CheckpointRow.camera == row.camera)
+                               .order_by(CheckpointRow.seq.desc(), CheckpointRow.time.desc()).limit(1)).first()
+        if last is None:
+            prev_seq, policy = 0, self.policy
+            covered_end = session.scalar(select(SegmentRow.start).where(
+                SegmentRow.camera == row.camera, SegmentRow.seq == 1)) if row.seq > 1 else row.start
+        else:
+            prev_seq = last.seq
+            policy = SignedHead(last.seq, last.time, last.every, last.every_s).policy(self.policy)
+            covered_end = session.scalar(select(SegmentRow.end).where(
+                SegmentRow.camera == row.camera, SegmentRow.seq == last.seq))
+        covered_end = row.start if covered_end is None else covered_end
+        segments, seconds = row.seq - prev_seq, row.end - covered_end
+        if not (policy.due(segments, seconds) or self.policy.due(segments, seconds)):
+            return None
+        checkpoint = self._checkpoint_row(row.camera, row.seq, row.chain_hash, [])
+        session.add(checkpoint)
+        return checkpoint
+
+    def _checkpoint_row(self, camera: str, seq: int, head_hash: str,
+                        records: Sequence[dict[str, Any]]) -> CheckpointRow:
+        """A signed v2 checkpoint; ``events`` keeps [id, digest, sealed copy] (the copy names edited fields)."""
         now = round(time.time(), 6)
-        signature = self.signer.sign(checkpoint_message(camera, seq, head_hash, now)).hex()
-        row = CheckpointRow(camera=camera, seq=seq, chain_hash=head_hash, time=now, signature=signature,
-                            public_key=self.public_key_hex)
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            session.add(row)
+        events = [[record["id"], event_digest(record), record] for record in records]
+        row = CheckpointRow(camera=camera, seq=seq, chain_hash=head_hash, time=now, every=self.policy.every,
+                            every_s=float(self.policy.every_s), events=events, public_key=self.public_key_hex)
+        row.signature = self.signer.sign(row_message(row)).hex()
         return row
 
-    def checkpoint(self, camera: str) -> CheckpointRow | None:
-        """Sign the camera's chain head now (None if it has no segment yet)."""
-        with self._camera_lock(camera), Session(self.engine) as session:
+    def _witness(self, row: CheckpointRow) -> None:
+        if self.witness is None:
+            return
+        try:
+            self.witness.record(WitnessEntry(
+                kind="footage", camera=row.camera, seq=row.seq, hash=row.chain_hash, time=row.time,
+                message=row_message(row).decode(), signature=row.signature, public_key=row.public_key))
+        except Exception:  # the protocol says never raises; a broken witness must not stop recording anyway
+            log.exception("witness: checkpoint of camera %s seq %d not recorded", row.camera, row.seq)
+
+    def _sign_head(self, camera: str, records: Sequence[dict[str, Any]]) -> CheckpointRow | None:
+        with self._camera_lock(camera), Session(self.engine, expire_on_commit=False) as session, session.begin():
             head = session.execute(select(SegmentRow.seq, SegmentRow.chain_hash).where(SegmentRow.camera == camera)
                                    .order_by(SegmentRow.seq.desc()).limit(1)).first()
             if head is None:
                 return None
-        return self._sign(camera, head.seq, head.chain_hash)
+            row = self._checkpoint_row(camera, head.seq, head.chain_hash, records)
+            session.add(row)
+        self._witness(row)
+        return row
+
+    def checkpoint(self, camera: str) -> CheckpointRow | None:
+        """Sign the camera's chain head now (None if it has no segment yet). Only ever called while recording
+        (clean stop, sealing): signing old footage on demand would bless whatever the database holds by then."""
+        return self._sign_head(camera, [])
+
+    def close_camera(self, camera: str) -> CheckpointRow | None:
+        """Clean stop: sign the head unless the newest checkpoint already covers it, so no footage is left in the
+        unsigned tail (the part a crash leaves open to undetected edits, at most one checkpoint interval)."""
+        with Session(self.engine) as session:
+            head = session.scalar(select(func.max(SegmentRow.seq)).where(SegmentRow.camera == camera))
+            signed = session.scalar(select(func.max(CheckpointRow.seq)).where(CheckpointRow.camera == camera))
+        if head is None or (signed is not None and signed >= head):
+            return None
+        return self.checkpoint(camera)
+
+    def seal_event(self, event_id: str) -> CheckpointRow | None:
+        """Seal an ended event's record into its camera's chain: a checkpoint at the current head whose signed
+        message carries the record's digest (:func:`event_digest`). None when the camera has no footage yet."""
+        with Session(self.engine) as session:
+            event = session.get(EventRow, event_id)
+            record = event_record(event) if event is not None else None
+        if record is None:
+            raise VaultError(f"event {event_id}: no such event in the database; it cannot be sealed")
+        row = self._sign_head(record["camera"], [record])
+        if row is None:
+            log.info("event %s not sealed: camera %s has no footage in the vault yet", event_id, record["camera"])
+        return row
 
     # -- reading ------------------------------------------------------------------------------------------------
 
@@ -606,8 +838,10 @@ class Vault:
         """Problems found in the hash chain(s); empty means intact.
 
         Checks: seq consecutive from 1, each prev_hash is the previous chain_hash, each chain_hash recomputes
-        from its row, every checkpoint matches its row and carries a valid signature by this vault's key,
-        every live segment's file exists (``deep``: decrypts it and compares size and sha256).
+        from its row, every checkpoint matches its row and carries a valid signature by this vault's key, no due
+        checkpoint is missing (:func:`checkpoint_gaps`), every sealed event record is unchanged and every event
+        that ended since sealing began was sealed, every live segment's file exists (``deep``: decrypts it and
+        compares size and sha256).
         """
         problems: list[str] = []
         for name in [camera] if camera else self.cameras():
@@ -617,6 +851,7 @@ class Vault:
     def _verify_camera(self, camera: str, deep: bool) -> list[str]:
         problems: list[str] = []
         hashes: dict[int, str] = {}
+        spans: list[tuple[int, float, float]] = []
         expected_seq, prev = 1, ZERO_HASH
         with Session(self.engine) as session:
             rows = session.scalars(select(SegmentRow).where(SegmentRow.camera == camera)
@@ -632,25 +867,54 @@ class Vault:
                               row.prev_hash) != row.chain_hash:
                     problems.append(f"{where}: chain_hash does not match the row (row altered)")
                 hashes[row.seq] = row.chain_hash
+                spans.append((row.seq, row.start, row.end))
                 expected_seq, prev = row.seq + 1, row.chain_hash
                 if row.wrapped_key is not None:
                     problems += self._check_file(row, where, deep)
             checkpoints = list(session.scalars(select(CheckpointRow).where(CheckpointRow.camera == camera)
                                                .order_by(CheckpointRow.id)))
+            events = {row.id: event_record(row) for row in session.scalars(
+                select(EventRow).where(EventRow.camera == camera))}
+        valid: list[CheckpointRow] = []
         for cp in checkpoints:
-            where = f"camera {camera} checkpoint at seq {cp.seq}"
-            if hashes.get(cp.seq) != cp.chain_hash:
-                problems.append(f"{where}: signed chain_hash {cp.chain_hash[:16]}… does not match the chain "
-                                "(history rewritten)")
-            try:
-                Ed25519PublicKey.from_public_bytes(bytes.fromhex(cp.public_key)).verify(
-                    bytes.fromhex(cp.signature), checkpoint_message(camera, cp.seq, cp.chain_hash, cp.time))
-            except (InvalidSignature, ValueError):
-                problems.append(f"{where}: signature is not valid")
-            if cp.public_key != self.public_key_hex:
-                problems.append(f"{where}: signed by key {public_key_fingerprint(bytes.fromhex(cp.public_key))[:16]}"
-                                f"…, not this vault's key {public_key_fingerprint(self.public_key)[:16]}…")
+            found = self.checkpoint_problems(cp, hashes.get(cp.seq))
+            problems += found
+            if not found:
+                valid.append(cp)
+        heads = [SignedHead(cp.seq, cp.time, cp.every, cp.every_s) for cp in valid]
+        problems += checkpoint_gaps(camera, spans, heads, self.policy)
+        problems += seal_problems(camera, valid, events)
         return problems
+
+    def checkpoint_problems(self, cp: CheckpointRow, chain_at_seq: str | None) -> list[str]:
+        """Why a stored checkpoint cannot be trusted: it does not match the chain row at its seq, its signature
+        does not cover its fields (policy and sealed events included), or another key signed it."""
+        where = f"camera {cp.camera} checkpoint at seq {cp.seq}"
+        problems = []
+        if chain_at_seq != cp.chain_hash:
+            problems.append(f"{where}: signed chain_hash {cp.chain_hash[:16]}… does not match the chain "
+                            "(history rewritten)")
+        try:
+            Ed25519PublicKey.from_public_bytes(bytes.fromhex(cp.public_key)).verify(
+                bytes.fromhex(cp.signature), row_message(cp))
+        except (InvalidSignature, ValueError, TypeError, IndexError):
+            problems.append(f"{where}: signature is not valid (its fields, policy or sealed events were altered)")
+        if cp.public_key != self.public_key_hex:
+            problems.append(f"{where}: signed by key {public_key_fingerprint(bytes.fromhex(cp.public_key))[:16]}"
+                            f"…, not this vault's key {public_key_fingerprint(self.public_key)[:16]}…")
+        return problems
+
+    def event_problems(self, event_id: str) -> tuple[CheckpointRow | None, list[str]]:
+        """The checkpoint that sealed this event (None: never sealed) and what is wrong with its record."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            event = session.get(EventRow, event_id)
+            if event is None:
+                return None, [f"event {event_id}: no such event in the database"]
+            checkpoints = list(session.scalars(select(CheckpointRow).where(
+                CheckpointRow.camera == event.camera, CheckpointRow.every.is_not(None)).order_by(CheckpointRow.id)))
+        valid = [cp for cp in checkpoints if not self.checkpoint_problems(cp, cp.chain_hash)]
+        seal = next((cp for cp in valid for entry in cp.events or [] if entry[0] == event_id), None)
+        return seal, seal_problems(event.camera, valid, {event_id: event_record(event)}, only=event_id)
 
     def _check_file(self, row: SegmentRow, where: str, deep: bool) -> list[str]:
         if self._locate(row.path) is None:
@@ -711,67 +975,3 @@ class Vault:
         _parse_ref(ref)
         for base in filter(None, (self.root, self.mirror)):
             (base / ref).unlink(missing_ok=True)
-
-
-def _blob_header(kek_id: str, wrapped: bytes) -> bytes:
-    ident = kek_id.encode()
-    return BLOB_MAGIC + struct.pack(">B", len(ident)) + ident + struct.pack(">H", len(wrapped)) + wrapped
-
-
-def _read_blob_header(handle: BinaryIO, ref: str) -> tuple[str, bytes]:
-    def take(size: int) -> bytes:
-        data = _read_full(handle, size)
-        if len(data) != size:
-            raise VaultError(f"{ref} was altered or truncated (header cut short)")
-        return data
-
-    if take(8) != BLOB_MAGIC:
-        raise VaultError(f"{ref} was altered or is not a vault snapshot (bad header)")
-    kek_id = take(take(1)[0]).decode("ascii", "replace")
-    wrapped = take(struct.unpack(">H", take(2))[0])
-    return kek_id, wrapped
-
-
-def _parse_ref(ref: str) -> tuple[str, str, str]:
-    parts = ref.split("/")
-    if (len(parts) != 4 or not parts[3].endswith(".blob") or any(p in ("", ".", "..") for p in parts)
-            or not _NAME.match(parts[0]) or not _NAME.match(parts[1])):
-        raise VaultError(f"{ref!r} is not a vault snapshot reference (<camera>/<kind>/<date>/<id>.blob)")
-    return parts[0], parts[1], parts[3].removesuffix(".blob")
-
-
-def rewrap_blobs(config: VaultConfig, keks: dict[str, KeyEncryptionKey], new: KeyEncryptionKey,
-                 report: RotationReport) -> None:
-    """Re-wrap every snapshot's header key under ``new``; the encrypted body is copied unchanged (crash-safe
-    rewrite: ``.part``, fsync, rename). Snapshots that fail are counted in ``report.blobs_left``."""
-    for base in filter(None, (_expand(config.root), _expand(config.mirror) if config.mirror else None)):
-        if not base.is_dir():
-            continue
-        for path in sorted(base.glob("*/*/*/*.blob")):
-            ref = path.relative_to(base).as_posix()
-            kek_id = "?"
-            try:
-                camera, kind, blob_id = _parse_ref(ref)
-                with open(path, "rb") as handle:
-                    kek_id, wrapped = _read_blob_header(handle, ref)
-                    if kek_id == new.key_id:
-                        continue
-                    aad = blob_key_aad(kind, blob_id, camera)
-                    if kek_id not in keks:
-                        raise VaultError(f"its KEK {kek_id} is not available")
-                    header = _blob_header(new.key_id, new.wrap(keks[kek_id].unwrap(wrapped, aad), aad))
-                    part = path.with_name(path.name + ".part")
-                    with open(part, "wb") as out:
-                        out.write(header)
-                        while piece := handle.read(CHUNK):
-                            out.write(piece)
-                        out.flush()
-                        os.fsync(out.fileno())
-                if not path.exists():  # deleted meanwhile: do not bring it back
-                    part.unlink()
-                    continue
-                os.replace(part, path)
-                report.blobs += 1
-            except (VaultError, OSError) as exc:
-                report.problems.append(f"snapshot {path}: not re-wrapped ({exc})")
-                report.blobs_left[kek_id] = report.blobs_left.get(kek_id, 0) + 1

@@ -19,7 +19,9 @@ Every router declares its roles with ``Depends(require(...))``; nothing else che
 
 from __future__ import annotations
 
+import functools
 import hmac
+import ipaddress
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -68,12 +70,47 @@ def access_control(request: Request) -> AccessControl:
         with _lock:
             service = ctx.extras.get("access_control")
             if service is None:
-                service = ctx.extras["access_control"] = AccessControl(ctx.settings, ctx.engine)
+                service = ctx.extras["access_control"] = (  # `trustcam run`: the service's, with its witness
+                    ctx.service.access_control() if ctx.service is not None
+                    else AccessControl(ctx.settings, ctx.engine))
     return service  # type: ignore[no-any-return]
 
 
+@functools.lru_cache(maxsize=8)
+def _networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(e, strict=False) for e in entries)
+
+
+def _trusted(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def forwarded_client(peer: str, forwarded_for: list[str], trusted_proxies: tuple[str, ...]) -> str:
+    """The client address: the direct peer, unless it is a trusted proxy; then the rightmost X-Forwarded-For hop
+    that is not a trusted proxy. Hops left of it were written by the client and are never read (anyone can send
+    the header; only what our own proxies appended counts)."""
+    networks = _networks(trusted_proxies)
+    if not networks or not _trusted(peer, networks):
+        return peer
+    hops = [h.strip() for value in forwarded_for for h in value.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, networks):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # garbage where our proxy should have written an address: do not trust it
+    return hops[0] if hops else peer
+
+
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else ""
+    """Who is on the other end, as lockout, sessions and the audit log see it (``server.trusted_proxies``)."""
+    peer = request.client.host if request.client else ""
+    proxies = tuple(request.app.state.ctx.settings.server.trusted_proxies)
+    return forwarded_client(peer, request.headers.getlist("x-forwarded-for"), proxies) if proxies else peer
 
 
 @contextmanager
@@ -90,35 +127,62 @@ def _unauthenticated(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+def _lookup(service: AccessControl, bearer: str | None, cookie: str | None
+            ) -> tuple[Principal, bool] | None:
+    """The principal behind a bearer token or session cookie (database reads only, no argon2), with whether its
+    session must still enrol MFA; None when the credential is unknown, expired, revoked or its user disabled."""
+    if bearer is not None:
+        found = service.by_token(bearer)
+        if found is None:
+            return None
+        user, token = found
+        return Principal(user.id, user.username, token.role, user.cameras, "token", f"token:{token.id}"), False
+    if cookie:
+        found_session = service.by_session(cookie)
+        if found_session is None:
+            return None
+        user, session = found_session
+        return (Principal(user.id, user.username, user.role, user.cameras, "session", public_id(session.digest)),
+                service.mfa_pending(user))
+    return None
+
+
 def authenticate(request: Request, cookie: str | None, bearer: HTTPAuthorizationCredentials | None) -> Principal:
     """Who is asking (bearer token first, then the session cookie), with MFA-enrolment and CSRF checks."""
     service = access_control(request)
-    if bearer is not None:
-        found = service.by_token(bearer.credentials)
-        if found is None:
-            raise _unauthenticated("API token invalid, expired or revoked; create a new one (POST /api/me/tokens)")
-        user, token = found
-        principal = Principal(user.id, user.username, token.role, user.cameras, "token", f"token:{token.id}")
-    elif cookie:
-        found_session = service.by_session(cookie)
-        if found_session is None:
-            raise _unauthenticated("session expired or ended; log in again (POST /api/auth/login)")
-        user, session = found_session
-        principal = Principal(user.id, user.username, user.role, user.cameras, "session", public_id(session.digest))
-        if service.mfa_pending(user) and request.url.path not in ENROLMENT_PATHS:
-            raise HTTPException(403, f"your role ({user.role.value}) requires two-factor authentication: enrol first "
-                                "with POST /api/me/mfa/enroll, then POST /api/me/mfa/confirm")
-        if request.method in UNSAFE_METHODS:
-            sent = request.headers.get(CSRF_HEADER, "")
-            if not hmac.compare_digest(sent.encode(), csrf_token(cookie).encode()):
-                raise HTTPException(403, f"missing or wrong {CSRF_HEADER} header; send the csrf_token from the login "
-                                    "answer or GET /api/me")
-    else:
+    if bearer is None and not cookie:
         raise _unauthenticated("not signed in: log in (POST /api/auth/login) or send 'Authorization: Bearer "
                                "<api token>'")
+    token_value = bearer.credentials if bearer is not None else None
+    found = _lookup(service, token_value, cookie)
+    if found is None and token_value is not None:
+        raise _unauthenticated("API token invalid, expired or revoked (or its role needs MFA and its owner has "
+                               "none); create a new one (POST /api/me/tokens)")
+    if found is None:
+        raise _unauthenticated("session expired or ended; log in again (POST /api/auth/login)")
+    principal, mfa_pending = found
+    if principal.via == "session":
+        if mfa_pending and request.url.path not in ENROLMENT_PATHS:
+            raise HTTPException(403, f"your role ({principal.role.value}) requires two-factor authentication: enrol "
+                                "first with POST /api/me/mfa/enroll, then POST /api/me/mfa/confirm")
+        if request.method in UNSAFE_METHODS:
+            sent = request.headers.get(CSRF_HEADER, "")
+            if not hmac.compare_digest(sent.encode(), csrf_token(cookie or "").encode()):
+                raise HTTPException(403, f"missing or wrong {CSRF_HEADER} header; send the csrf_token from the login "
+                                    "answer or GET /api/me")
     request.state.principal = principal
     request.state.session_secret = cookie if principal.via == "session" else None
+    request.state.credential = (token_value, cookie if principal.via == "session" else None)
     return principal
+
+
+def still_signed_in(request: Request) -> Principal | None:
+    """The request's principal as it stands *now* (None when its session ended, its token was revoked or its user
+    disabled): long responses such as the live stream call it while they run, so a right that ends mid-stream ends
+    the stream too. Database reads only, no argon2."""
+    token_value, cookie = getattr(request.state, "credential", (None, None))
+    found = _lookup(access_control(request), token_value, cookie)
+    return None if found is None or found[1] else found[0]
 
 
 def require(*roles: Role) -> Callable[..., Principal]:

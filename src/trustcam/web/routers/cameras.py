@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -12,12 +13,14 @@ from fastapi.responses import Response, StreamingResponse
 
 from trustcam.config.schema import NAME_PATTERN
 from trustcam.security.roles import Role
-from trustcam.web.auth import Principal, audit, require, require_camera
+from trustcam.web.auth import Principal, audit, require, require_camera, still_signed_in
 from trustcam.web.context import AppContext, Ctx
 from trustcam.web.live import LiveHub
 
 router = APIRouter(tags=["cameras"])
-Viewer = Annotated[Principal, Depends(require(Role.viewer, Role.operator, Role.admin))]
+LIVE_ROLES = frozenset({Role.viewer, Role.operator, Role.admin})
+Viewer = Annotated[Principal, Depends(require(*sorted(LIVE_ROLES)))]
+RECHECK_S = 2.0  # an open stream re-checks its credential and camera grant this often
 BOUNDARY = "trustcam-frame"
 CameraName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63, description="Camera name from the config.")]
 
@@ -69,9 +72,25 @@ async def live(request: Request, name: CameraName, ctx: Ctx,
     hub = _hub(ctx)
     poll = min(0.05, 0.5 / ctx.settings.cameras[name].detect.fps)
 
+    def ended() -> str | None:
+        """Why the viewer may no longer watch (logged out, password changed, token revoked, user disabled, role
+        or camera grant changed), or None."""
+        now = still_signed_in(request)
+        if now is None:
+            return "signed out, credential revoked or user disabled"
+        if now.role not in LIVE_ROLES:
+            return f"role is now {now.role.value}"
+        return None if now.can_see(name) else "camera no longer granted"
+
     async def frames() -> AsyncIterator[bytes]:
         last = 0
+        recheck_at = time.monotonic() + RECHECK_S
         while not await request.is_disconnected():
+            if time.monotonic() >= recheck_at:
+                if (reason := await run_in_threadpool(ended)) is not None:
+                    await run_in_threadpool(audit, request, principal, "view_live.ended", name, reason=reason)
+                    return
+                recheck_at = time.monotonic() + RECHECK_S
             if hub.seq(name) != last:
                 got = await run_in_threadpool(hub.jpeg, name)
                 if got is not None:

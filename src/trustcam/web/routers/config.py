@@ -15,13 +15,13 @@ import shutil
 import threading
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 import yaml
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 
 from trustcam.config import ConfigError
 from trustcam.config.loader import parse_settings
+from trustcam.redaction import redact_url
 from trustcam.security.roles import Role
 from trustcam.web.auth import Principal, audit, require
 from trustcam.web.context import AppContext, Ctx
@@ -125,12 +125,17 @@ def _write_atomic(path: Path, text: str) -> Path:
     return backup
 
 
-def _redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if not parts.scheme or not parts.hostname:
-        return "<redacted>"
-    host = parts.hostname + (f":{parts.port}" if parts.port else "")
-    return f"{parts.scheme}://{host}/…"
+def _read_config(path: Path) -> dict[str, Any]:
+    """The config file as plain data: ``safe_load`` never builds Python objects from tags, whoever wrote them."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise Refused(409, f"the config file on the server is not valid plain YAML ({type(exc).__name__}; YAML tags "
+                           "such as !!python/... are not accepted); fix it on the server first", "config") from None
+    if not isinstance(raw, dict):
+        raise Refused(409, "the config file on the server is not a mapping of keys; fix it on the server first",
+                      "config")
+    return raw
 
 
 def redacted(ctx: AppContext) -> dict[str, Any]:
@@ -147,12 +152,12 @@ def redacted(ctx: AppContext) -> dict[str, Any]:
     if mqtt.get("password_file") is not None:
         mqtt["password_file"] = "<redacted>"
     for hook in data["alerts"]["webhooks"]:
-        hook["url"] = _redact_url(hook["url"])
+        hook["url"] = redact_url(hook["url"])
         if hook.get("secret_file") is not None:
             hook["secret_file"] = "<redacted>"
     for cam in data["cameras"].values():
         source = cam["source"]
-        cam["source"] = _redact_url(source) if "://" in source else "<redacted>"
+        cam["source"] = redact_url(source) if "://" in source else "<redacted>"
     return data
 
 
@@ -171,7 +176,7 @@ def patch_config(request: Request, ctx: Ctx, principal: Admin,
     with _lock:
         try:
             _check_tags(patch, "body")
-            raw = yaml.safe_load(ctx.config_path.read_text(encoding="utf-8")) or {}
+            raw = _read_config(ctx.config_path)
             data = copy.deepcopy(raw)
             changes: list[dict[str, Any]] = []
             _apply(data, patch, ALLOWED, "", changes, set(raw.get("cameras") or {}))

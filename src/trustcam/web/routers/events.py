@@ -1,7 +1,7 @@
 """Events: list and filter, one event with its review state, its snapshot, acknowledge, review, export evidence.
 
-Viewers only ever see events of the cameras granted to them; an event of another camera answers 404, as if
-it did not exist.
+Viewers only ever see events of the cameras granted to them; an event of another camera answers exactly like
+one that does not exist (the same 404, byte for byte).
 """
 
 from __future__ import annotations
@@ -46,12 +46,16 @@ def event_json(row: EventRow, state: ReviewState) -> dict[str, Any]:
     }
 
 
+NO_EVENT = "no such event (or not on a camera you may see); GET /api/events lists yours"
+
+
 def _event(ctx: AppContext, principal: Principal, event_id: str) -> EventRow:
+    """The event, or the one 404 that a missing event and an event of a camera not granted share: same status,
+    body and headers, so no route tells a viewer which ids (or cameras) exist."""
     with Session(ctx.engine, expire_on_commit=False) as session:
         row = session.get(EventRow, event_id)
-    if row is None:
-        raise HTTPException(404, f"no event '{event_id}'")
-    require_camera(principal, row.camera)  # 404 for a camera the principal may not see
+    if row is None or not principal.can_see(row.camera):
+        raise HTTPException(404, NO_EVENT)
     return row
 
 

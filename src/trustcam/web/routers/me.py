@@ -11,13 +11,12 @@ from trustcam.security import totp
 from trustcam.security.credentials import csrf_token
 from trustcam.security.errors import SecurityError
 from trustcam.security.roles import Role
-from trustcam.web.auth import Principal, access_control, audit, http_errors, require
+from trustcam.web.auth import Principal, access_control, audit, client_address, http_errors, require
 from trustcam.web.models import ApiModel
 from trustcam.web.routers.users import TokenOut, token_list
 
 router = APIRouter(prefix="/api/me", tags=["me"])
 AnyUser = Annotated[Principal, Depends(require())]
-
 
 
 class MeOut(ApiModel):
@@ -53,6 +52,10 @@ class TokenIn(ApiModel):
     name: str = Field(max_length=64, description="What the token is for, e.g. 'prometheus'.")
     days: int = Field(ge=1, description="Lifetime in days (at most server.api_token_max_days).")
     role: Role | None = Field(None, description="Role of the token, at most yours (default: yours).")
+    password: str = Field(max_length=1024, description="Your current password: a stolen session alone cannot "
+                          "mint a long-lived credential. Wrong: 403, counted like a failed login.")
+    code: str | None = Field(None, max_length=32, description="With MFA: a current 6-digit TOTP code (or a "
+                             "recovery code).")
 
 
 class NewTokenOut(ApiModel):
@@ -98,13 +101,13 @@ def mfa_confirm(body: CodeIn, request: Request, principal: AnyUser) -> RecoveryO
 
 @router.post("/password", status_code=204, response_class=Response)
 def change_password(body: PasswordIn, request: Request, principal: AnyUser) -> Response:
-    """Change your password; every session of yours ends (log in again). API tokens stay valid."""
+    """Change your password; every session and API token of yours ends (log in again, create new tokens).
+    A wrong current password is audited and counts like a failed login."""
     service = access_control(request)
     with http_errors():
         user = service.users.need(principal.username)
-        if not service.users.verify(user, body.current_password):
-            audit(request, principal, "password.change", principal.username, outcome="failed")
-            raise SecurityError(403, "the current password is wrong")
+        service.reauthenticate(user, body.current_password, None, client_address(request), "password.change",
+                               need_code=False)
         service.users.set_password(user, body.new_password)
     audit(request, principal, "password.change", principal.username)
     return Response(status_code=204)
@@ -117,11 +120,16 @@ def my_tokens(request: Request, principal: AnyUser) -> list[TokenOut]:
 
 @router.post("/tokens", status_code=201, response_model=NewTokenOut)
 def create_token(body: TokenIn, request: Request, principal: AnyUser) -> NewTokenOut:
-    """Create an API token (role at most yours, lifetime at most server.api_token_max_days); shown once."""
+    """Create an API token (role at most yours, lifetime at most server.api_token_max_days); shown once.
+    Needs your password again (and a current code with MFA)."""
     service = access_control(request)
-    owner = service.users.need(principal.username)
     with http_errors():
-        value, info = service.credentials.create_token(owner.id, owner.role, body.name, body.days,
+        owner = service.users.need(principal.username)
+        # a token's holder may mint no more than the token's role, not its owner's
+        service.credentials.check_token_request(principal.role, body.name, body.days,
+                                                service.settings.server.api_token_max_days, body.role)
+        service.reauthenticate(owner, body.password, body.code, client_address(request), "token.create")
+        value, info = service.credentials.create_token(owner.id, principal.role, body.name, body.days,
                                                        service.settings.server.api_token_max_days, body.role)
     audit(request, principal, "token.create", info.id, name=info.name, role=info.role.value, days=body.days)
     return NewTokenOut(token=value, info=TokenOut.of(info, owner.username))
