@@ -41,7 +41,11 @@ class Totp:
         self.last_step = 0
 
     def code(self) -> str:
-        step = max(int(time.time() // 30), self.last_step + 1)
+        """The current step's code, or the next one (the server accepts ±1 step); waits when both are used."""
+        current = int(time.time() // 30)
+        step = max(current, self.last_step + 1)
+        if step > current + 1:
+            time.sleep((step - 1) * 30 - time.time() + 0.2)
         self.last_step = step
         return self.totp.at(step * 30)
 
@@ -162,6 +166,8 @@ def test_ui_story(running_server, browser) -> None:
     shot(page, "09-alerts-health")
     page.get_by_role("link", name="API tokens").click()
     page.get_by_label("Token name").fill("ui-test")
+    page.get_by_label("Your password").fill(ADMIN_PW)
+    page.locator("#token-form").get_by_label("Code from the app").fill(totp.code())
     page.get_by_role("button", name="Create token").click()
     token = page.locator("#new-token").inner_text().strip()
     assert token.startswith("tc_")

@@ -9,15 +9,24 @@ export function createTokenForm(onCreated) {
   const days = field("Valid for (days)", { name: "days", type: "number", min: 1, max: 3650, value: 30, required: true });
   const role = field("Role (optional, at most yours)", { tag: "select", name: "token_role",
     options: [["", "same as mine"], ...ROLES.map((r) => [r, r])] });
+  // a stolen session alone cannot mint a long-lived credential: the password again, and a code with MFA
+  const password = field("Your password", { name: "token_password", type: "password", required: true,
+    autocomplete: "current-password" });
+  const withCode = Boolean(session.me && session.me.mfa_enrolled);
+  const code = withCode ? field("Code from the app", { name: "token_code", required: true, inputmode: "numeric",
+    autocomplete: "one-time-code", hint: "Or a recovery code." }) : null;
   const out = h("div", { id: "token-created", "aria-live": "polite" });
   const submit = h("button", { type: "submit", id: "create-token" }, "Create token");
   const form = h("form", { class: "card", id: "token-form" }, h("h2", {}, "New API token"),
-    h("div", { class: "row" }, name, days, role), submit, out);
+    h("div", { class: "row" }, name, days, role), h("div", { class: "row" }, password, code), submit, out);
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     act(submit, async () => {
-      const body = { name: name.input.value.trim(), days: Number(days.input.value) };
+      const body = { name: name.input.value.trim(), days: Number(days.input.value), password: password.input.value };
       if (role.input.value) body.role = role.input.value;
+      if (code) body.code = code.input.value.trim();
+      password.input.value = "";
+      if (code) code.input.value = "";
       const answer = await api("POST", "/api/me/tokens", body);
       mount(out, h("div", { class: "once" },
         h("p", {}, h("strong", {}, "Copy this token now; it is shown only once: ")),
