@@ -35,7 +35,8 @@ def main() -> None:
         keys = Path(tmp) / "keys"  # never the user's own ~/.config/trustcam
         settings = Settings.model_validate({
             "data_dir": str(Path(tmp) / "data"),
-            "server": {"login_max_failures": 100, "address_max_failures": 1000, "auth_key_file": str(keys / "auth.key")},
+            "server": {"login_max_failures": 100, "address_max_failures": 1000,
+                       "auth_key_file": str(keys / "auth.key")},
             "vault": {"key_file": str(keys / "vault.kek"), "signing_key_file": str(keys / "vault-signing.key")}})
         engine = open_database(settings.resolved_database_url)
         ctx = AppContext(settings=settings, engine=engine, bus=Bus())

@@ -82,7 +82,8 @@ def _cli(h: Harness, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[
     config.write_text(yaml.safe_dump({
         "data_dir": str(h.settings.data_dir),
         "server": {"auth_key_file": str(server.auth_key_file), "login_max_failures": server.login_max_failures},
-        "vault": {"key_file": str(h.settings.vault.key_file), "signing_key_file": str(h.settings.vault.signing_key_file)},
+        "vault": {"key_file": str(h.settings.vault.key_file),
+                  "signing_key_file": str(h.settings.vault.signing_key_file)},
     }))
     return subprocess.run([sys.executable, "-m", "trustcam.cli", "users", "unlock", *args, "--config", str(config)],
                           capture_output=True, text=True, timeout=120)
