@@ -10,7 +10,8 @@ import re
 from urllib.parse import urlsplit
 
 REDACTED = "<redacted>"
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
+# a URL ends at a space or quote; punctuation right after it (``url: error``, ``url, ...``) is not part of it
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]*[^\s'\"<>`:,.;!?)\]]")
 
 
 def redact_url(url: str) -> str:

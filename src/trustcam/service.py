@@ -27,12 +27,14 @@ from trustcam.ingest.source import DecodeReport, SourceError, VideoSource, sourc
 from trustcam.ingest.stream import LiveStream
 from trustcam.monitor.canary import CanaryMonitor
 from trustcam.monitor.drift import DriftMonitor
-from trustcam.monitor.health import HealthMonitor
+from trustcam.monitor.health import HealthAlert, HealthCleared, HealthKind, HealthMonitor
 from trustcam.monitor.metrics import Metrics
 from trustcam.monitor.tamper import TamperDetector
 from trustcam.pipeline import CameraPipeline
+from trustcam.redaction import redact_urls
 from trustcam.storage.database import open_database
 from trustcam.storage.event_store import EventStore
+from trustcam.storage.private import private_dir
 from trustcam.storage.recorder import Recorder, SegmentSink, SegmentStore
 from trustcam.storage.witness import build_witness
 from trustcam.vision.detectors.base import Detector
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _END = object()
+PIPELINE_FAILED: HealthKind = "pipeline_failed"  # a camera's analysis failed and is being restarted
 
 
 def build_detector(settings: Settings) -> Detector:
@@ -201,11 +204,19 @@ class DriftWatch:
 
 
 class CameraWorker(threading.Thread):
-    """Runs one live camera until stopped; never exits on camera errors (the stream reconnects).
+    """Runs one live camera until stopped; never exits on its own. Camera errors are the stream's to handle (it
+    reconnects); an unexpected error in the analysis (a bug, a broken model, a full disk) restarts the pipeline after
+    a backoff (1 s doubling to 60 s, back to 1 s once it ran healthy for a minute) and raises a ``health`` alert
+    naming the error, cleared once it is healthy again: a camera that silently stops analysing is worse than one
+    that is visibly down.
 
     With ``record.enabled`` and a ``vault``, a :class:`Recorder` taps the stream's packets (the same connection,
     no extra decoding) and gets each frame's motion and the camera's events from the bus.
     """
+
+    restart_first_s = 1.0  # first delay before restarting a failed pipeline; doubles at each failure in a row
+    restart_max_s = 60.0
+    healthy_after_s = 60.0  # a run this long without an error resets the delay and clears the alert
 
     def __init__(self, name: str, camera: CameraConfig, settings: Settings, bus: Bus, snapshot_dir: Path,
                  vault: SegmentStore | SegmentSink | None = None, snapshot_store: SnapshotStore | None = None) -> None:
@@ -219,6 +230,8 @@ class CameraWorker(threading.Thread):
                                  connection_tap=self.recorder.on_connection if self.recorder else None)
         detector = build_supervised_detector(settings, lambda change: bus.publish(CameraCoverage(name, change)))
         self.pipeline = CameraPipeline(name, camera, settings, detector, bus, snapshot_dir, snapshot_store)
+        self._new_pipeline: Callable[[], CameraPipeline] = lambda: CameraPipeline(
+            name, camera, settings, detector, bus, snapshot_dir, snapshot_store)
         self.bus = bus
         # offline = no picture for two connection timeouts: one slow reconnect is not yet an outage
         self.health = HealthMonitor(name, camera.detect.fps, offline_after_s=max(5.0, 2 * camera.timeout_s))
@@ -231,33 +244,29 @@ class CameraWorker(threading.Thread):
         self._stop_event = threading.Event()
         # live view (trustcam.web.live.LiveHub.publish): gets each analysed frame and its objects, keeps references
         self.on_result: Callable[[str, Frame, list[TrackedObject]], None] | None = None
+        self.restarts = 0  # pipeline restarts after unexpected errors (status and tests read it)
+        self._restart_delay = self.restart_first_s
+        self._failure: str | None = None  # the error of the active "pipeline_failed" health alert
 
     def stop(self) -> None:
         self._stop_event.set()
         self.stream.stop()
 
     def run(self) -> None:
-        frames = self.stream.frames()
-        if source_kind(self.stream.url) == "file":
-            frames = paced(frames, self._stop_event)
         recorder = self.recorder
         try:
-            for frame in _threaded(frames, 2, True, self._stop_event, []):
-                for health_event in self.health.on_frame(frame.time, time.time()):
-                    self.bus.publish(health_event)
-                for tamper_event in self.tamper.update(frame) if self.tamper is not None else ():
-                    self.bus.publish(tamper_event)
-                result = self.pipeline.process(frame)
-                if self.drift is not None:
-                    self.drift.on_frame(frame, result.objects)
-                if self.canary is not None:
-                    self.canary.on_frame(frame, result.objects)  # probes a copy; this frame stays untouched
-                if self.on_result is not None:
-                    self.on_result(self.camera_name, frame, result.objects)
-                if recorder is not None:
-                    recorder.on_frame_result(frame.time, bool(result.motion_boxes))
-        except Exception:
-            log.exception("camera %s: pipeline failed", self.camera_name)
+            while not self._stop_event.is_set():
+                started = time.monotonic()
+                try:
+                    self._analyse(started)
+                    if self._stop_event.is_set():
+                        break
+                    raise RuntimeError("the camera's frame stream ended although the camera was not stopped")
+                except Exception as exc:
+                    if self._stop_event.wait(self._failed(exc, time.monotonic() - started)):
+                        break
+                    self.restarts += 1
+                    log.warning("camera %s: analysis restarted (restart %d)", self.camera_name, self.restarts)
         finally:
             if self.drift is not None:
                 self.drift.save()
@@ -270,6 +279,71 @@ class CameraWorker(threading.Thread):
             if recorder is not None:
                 recorder.close()
 
+    def _analyse(self, started: float) -> None:
+        """One run of the analysis: frames from the stream through the pipeline until :meth:`stop` (returns) or an
+        unexpected error (raised)."""
+        frames = self.stream.frames()
+        if source_kind(self.stream.url) == "file":
+            frames = paced(frames, self._stop_event)
+        run_over = threading.Event()  # ends this run's reader thread; the worker's own stop event stays clear
+        with contextlib.closing(_threaded(frames, 2, True, run_over, [])) as analysed:
+            self._analyse_frames(analysed, started)
+
+    def _analyse_frames(self, frames: Iterator[Frame], started: float) -> None:
+        """Each frame: health, tamper, pipeline, drift, canary, live view, recorder; clears a pipeline failure once
+        this run has lasted ``healthy_after_s``."""
+        recorder = self.recorder
+        for frame in frames:
+            for health_event in self.health.on_frame(frame.time, time.time()):
+                self.bus.publish(health_event)
+            for tamper_event in self.tamper.update(frame) if self.tamper is not None else ():
+                self.bus.publish(tamper_event)
+            result = self.pipeline.process(frame)
+            if self.drift is not None:
+                self.drift.on_frame(frame, result.objects)
+            if self.canary is not None:
+                self.canary.on_frame(frame, result.objects)  # probes a copy; this frame stays untouched
+            if self.on_result is not None:
+                self.on_result(self.camera_name, frame, result.objects)
+            if recorder is not None:
+                recorder.on_frame_result(frame.time, bool(result.motion_boxes))
+            if self._failure is not None and time.monotonic() - started >= self.healthy_after_s:
+                self._recovered()
+
+    def _failed(self, exc: Exception, ran_s: float) -> float:
+        """Log ``exc``, swap in a fresh pipeline, raise the health alert (once per distinct error, no alert storm
+        from a camera that keeps failing); returns how long to wait before the next run."""
+        if ran_s >= self.healthy_after_s:  # it had been healthy: this is a new failure, not one more in a row
+            self._restart_delay = self.restart_first_s
+        delay = self._restart_delay
+        self._restart_delay = min(2 * delay, self.restart_max_s)
+        what = redact_urls(f"{type(exc).__name__}: {exc}")[:500]  # alerts leave the machine: no camera password
+        log.error("camera %s: analysis failed (%s); restarting it in %g s", self.camera_name, what, delay,
+                  exc_info=exc)
+        self._replace_pipeline()
+        if what != self._failure:
+            self._failure = what
+            self.bus.publish(HealthAlert(
+                self.camera_name, PIPELINE_FAILED, time.time(),
+                f"camera {self.camera_name}: analysis failed ({what}); restarting it in {delay:g} s",
+                {"error": what, "restarts": self.restarts, "retry_in_s": delay}))
+        return delay
+
+    def _replace_pipeline(self) -> None:
+        """Finish the failed pipeline's open events (the store and the recorder need their ends) and start over
+        with a fresh one (same detector): whatever state the error left behind is gone."""
+        try:
+            self.pipeline.close()
+        except Exception:
+            log.exception("camera %s: closing the failed pipeline failed too", self.camera_name)
+        self.pipeline = self._new_pipeline()
+
+    def _recovered(self) -> None:
+        log.info("camera %s: analysis healthy again after %d restart(s)", self.camera_name, self.restarts)
+        self._failure = None
+        self._restart_delay = self.restart_first_s
+        self.bus.publish(HealthCleared(self.camera_name, PIPELINE_FAILED, time.time()))
+
 
 class Service:
     """All enabled cameras of a config, the event store, the bus and (when a camera records) the vault."""
@@ -277,6 +351,7 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.bus = Bus()
+        private_dir(settings.data_dir)  # owner-only whatever the umask: footage metadata, drift, snapshots
         self.engine = open_database(settings.resolved_database_url)
         self.store = EventStore(self.engine)
         self.store.attach(self.bus)
@@ -296,7 +371,11 @@ class Service:
         if any(cam.record.enabled for cam in cameras.values()):  # keys and storage only when something records
             from trustcam.storage.vault import Vault
 
-            self.vault = Vault(settings.vault, self.engine, on_alert=lambda m: log.warning("vault: %s", m))
+            self.vault = Vault(settings.vault, self.engine, on_alert=lambda m: log.warning("vault: %s", m),
+                               witness=self.witness)
+            # an ended event's record is sealed into its camera's chain; subscribed after the event store, so the
+            # row it hashes is already saved (the bus calls handlers in order, in the publisher's thread)
+            self.bus.subscribe(EventEnded, lambda m, vault=self.vault: vault.seal_event(m.event.id))
         self.recovery = None
         self.retention = None
         sink = None

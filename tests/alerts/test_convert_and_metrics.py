@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from trustcam.alerts.model import Alert, AlertDelivered, Severity
 from trustcam.bus import Bus
 from trustcam.config.schema import Settings, ThreatLevel
 from trustcam.events.model import CameraCoverage, Event, MotionWhileBlind, RuleTriggered
+from trustcam.monitor import metrics
 from trustcam.monitor.drift import DriftAlert
 from trustcam.monitor.health import HealthAlert, HealthCleared
 from trustcam.monitor.tamper import TamperAlert, TamperCleared
@@ -104,3 +108,15 @@ def test_metrics_of_a_running_service(person_video: Path, installed_models: None
     assert 'trustcam_ai_coverage{camera="office",state="ok"} 1.0' in text
     assert 'trustcam_camera_problem{camera="office",problem="low_fps"} 1.0' in text
     assert 'trustcam_camera_connected{camera="office"} 1.0' in text
+
+
+def test_metrics_do_not_import_the_service() -> None:
+    """metrics <-> service was an import cycle (metrics named Service for its type hints): metrics now describe what
+    they read with a Protocol. Neither at run time nor for type checkers does metrics import the service."""
+    tree = ast.parse(Path(metrics.__file__).read_text(encoding="utf-8"))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "trustcam.service" not in imported, sorted(imported)
+    check = subprocess.run([sys.executable, "-c", "import sys, trustcam.monitor.metrics; "
+                            "print('trustcam.service' in sys.modules)"], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0 and check.stdout.strip() == "False", check.stdout + check.stderr

@@ -74,13 +74,15 @@ def test_existing_world_readable_database_is_tightened(tmp_path: Path, umask: in
     folder.mkdir()
     folder.chmod(0o755)
     database = folder / "trustcam.db"
-    open_database(f"sqlite:///{database}").dispose()
-    for name in ("trustcam.db", "trustcam.db-wal"):
-        path = folder / name
-        path.touch()
-        path.chmod(0o644)
-    open_database(f"sqlite:///{database}").dispose()
-    assert mode(database) == 0o600 and mode(folder / "trustcam.db-wal") == 0o600
+    older = open_database(f"sqlite:///{database}")  # kept open: its -wal and -shm stay on disk
+    with older.connect() as connection:
+        connection.exec_driver_sql("PRAGMA user_version = 7")
+        names = ("trustcam.db", "trustcam.db-wal", "trustcam.db-shm")
+        for name in names:
+            (folder / name).chmod(0o644)  # as an older version left them
+        open_database(f"sqlite:///{database}").dispose()
+        assert {name: f"{mode(folder / name):o}" for name in names} == dict.fromkeys(names, "600")
+    older.dispose()
     assert mode(folder) == 0o755
 
 

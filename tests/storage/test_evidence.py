@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ from trustcam.storage.keys import ENV_KEK
 from trustcam.storage.schema import CheckpointRow, EventRow
 from trustcam.storage.vault import Vault, VaultError, checkpoint_message, public_key_fingerprint
 
-T0 = 1_700_000_000.0
+T0 = float(int(time.time()) - 600)  # recorded ten minutes ago: `evidence verify` checks how soon it was signed
 CLI = [sys.executable, "-m", "trustcam.cli"]
 EVENT = "e1" * 16
 
@@ -46,7 +47,8 @@ def clips(tmp_path_factory: pytest.TempPathFactory, car_video: Path) -> list[byt
 
 @pytest.fixture
 def recorded(tmp_path: Path, clips: list[bytes], monkeypatch: pytest.MonkeyPatch) -> tuple[Vault, Engine, Path]:
-    """Five segments (seq 1-5, checkpoints signed at 3) and an event inside seq 3 whose margin reaches 2 and 4."""
+    """Five segments (seq 1-5, checkpoints signed at 3 and, at the clean stop, 5) and an event inside seq 3 whose
+    margin reaches 2 and 4."""
     monkeypatch.delenv(ENV_KEK, raising=False)
     config = VaultConfig(root=tmp_path / "vault", key_file=tmp_path / "keys" / "vault.kek",
                          signing_key_file=tmp_path / "keys" / "signing.key", checkpoint_every=3)
@@ -55,6 +57,7 @@ def recorded(tmp_path: Path, clips: list[bytes], monkeypatch: pytest.MonkeyPatch
     vault = Vault(config, engine)
     for i, clip in enumerate(clips):
         vault.store_segment("front", clip, T0 + 4.8 * i, T0 + 4.8 * (i + 1), labels=["car"])
+    vault.close_camera("front")
     with Session(engine) as session, session.begin():
         session.add(EventRow(id=EVENT, camera="front", label="car", track_id=7, start=T0 + 10.0, end=T0 + 13.0,
                              best_score=0.91, box=[0.1, 0.2, 0.3, 0.4], zones=["drive"], rules=[], threat="high",
@@ -95,21 +98,24 @@ def test_export_then_verify(bundle: Path, recorded: tuple[Vault, Engine, Path], 
         segment3 = archive.read("clip/segment-000003.mp4")
         assert archive.read("snapshot.jpg") == b"\xff\xd8\xff\xe0 jpeg"
     assert {"clip/segment-000002.mp4", "clip/segment-000003.mp4", "clip/segment-000004.mp4", "clip/event.mp4",
-            "manifest.json", "manifest.sig", "chain.json", "checkpoint.json", "checkpoint.msg", "checkpoint.sig",
+            "manifest.json", "manifest.sig", "chain.json", "checkpoints.json", "checkpoint.json", "checkpoint.msg",
+            "checkpoint.sig",
             "public_key.pem", "README.txt", "snapshot.jpg"} == names
     assert segment3 == clips[2]
     assert [s["seq"] for s in manifest["segments"]] == [2, 3, 4]
     assert manifest["event"]["model"] == {"name": "yolox-nano", "sha256": "ab" * 32}
     assert manifest["public_key_sha256"] == public_key_fingerprint(vault.public_key)
-    # no checkpoint at or after seq 4 existed: one was signed for the export, at the head (5)
-    assert [r["seq"] for r in chain["rows"]] == [2, 3, 4, 5] and manifest["checkpoint"]["seq"] == 5
+    # seq 4 is covered by the checkpoint signed at the clean stop (5); the chain starts at seq 1, as no checkpoint
+    # precedes seq 2; nothing was signed for the export
+    assert [r["seq"] for r in chain["rows"]] == [1, 2, 3, 4, 5] and manifest["checkpoint"]["seq"] == 5
     with Session(engine) as session:
         assert sorted(session.scalars(select(CheckpointRow.seq))) == [3, 5]
+    assert [s["signed"] >= s["recorded"] for s in manifest["segments"]] == [True] * 3
 
     report = verify_bundle(bundle, expected_fingerprint=public_key_fingerprint(vault.public_key))
     assert report.ok, report.problems
     facts = "\n".join(report.facts)
-    assert "3 segment(s), seq 2 to 4" in facts and "hash chain intact from seq 2 to the checkpoint at seq 5" in facts
+    assert "3 segment(s), seq 2 to 4" in facts and "hash chain intact from seq 1 to the checkpoint at seq 5" in facts
     assert "yolox-nano" in facts and report.fingerprint in facts
 
     with zipfile.ZipFile(bundle) as archive, archive.open("clip/event.mp4") as handle, av.open(handle) as joined:
@@ -231,12 +237,17 @@ def test_a_fully_re_signed_bundle_is_caught_by_the_fingerprint(bundle: Path, tmp
                                                                     serialization.PublicFormat.Raw).hex()
         entries["checkpoint.json"] = json.dumps(checkpoint, indent=2).encode()
         entries["checkpoint.sig"] = bytes.fromhex(checkpoint["signature"])
+        listed = json.loads(entries["checkpoints.json"])
+        for entry in listed["checkpoints"]:
+            entry["signature"] = forger.sign(entry["message"].encode()).hex()
+            entry["public_key"] = checkpoint["public_key"]
+        entries["checkpoints.json"] = json.dumps(listed, indent=2).encode()
         entries["public_key.pem"] = forger.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
         def change(manifest: dict) -> None:
             manifest["public_key_sha256"] = public_key_fingerprint(forger.public_key())
-            for name in ("checkpoint.json", "checkpoint.sig", "public_key.pem"):
+            for name in ("checkpoint.json", "checkpoints.json", "checkpoint.sig", "public_key.pem"):
                 manifest["files"][name] = hashlib.sha256(entries[name]).hexdigest()
 
         edit_manifest(entries, change)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from trustcam.storage.keys import ENV_KEK
 from trustcam.storage.schema import EventRow
 from trustcam.storage.vault import Vault, public_key_fingerprint
 
-T0 = 1_700_000_000.0
+T0 = float(int(time.time()) - 600)  # recent: verify checks how soon footage was signed
 CLI = [sys.executable, "-m", "trustcam.cli"]
 EVENT = "e2" * 16
 SIGNER_UNCONFIRMED = 3
@@ -64,11 +65,16 @@ def resign(source: Path, target: Path) -> Path:
     checkpoint["public_key"] = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
     entries["checkpoint.json"] = json.dumps(checkpoint, indent=2).encode()
     entries["checkpoint.sig"] = bytes.fromhex(checkpoint["signature"])
+    listed = json.loads(entries["checkpoints.json"])
+    for entry in listed["checkpoints"]:
+        entry["signature"] = forger.sign(entry["message"].encode()).hex()
+        entry["public_key"] = checkpoint["public_key"]
+    entries["checkpoints.json"] = json.dumps(listed, indent=2).encode()
     entries["public_key.pem"] = public.public_bytes(serialization.Encoding.PEM,
                                                     serialization.PublicFormat.SubjectPublicKeyInfo)
     manifest = json.loads(entries["manifest.json"])
     manifest["public_key_sha256"] = public_key_fingerprint(public)
-    for name in ("checkpoint.json", "checkpoint.sig", "public_key.pem"):
+    for name in ("checkpoint.json", "checkpoints.json", "checkpoint.sig", "public_key.pem"):
         manifest["files"][name] = hashlib.sha256(entries[name]).hexdigest()
     entries["manifest.json"] = json.dumps(manifest, indent=2).encode()
     entries["manifest.sig"] = forger.sign(entries["manifest.json"])

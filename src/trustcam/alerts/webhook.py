@@ -20,6 +20,7 @@ from trustcam.alerts.model import Alert, Severity
 from trustcam.alerts.secrets import read_secret_env, read_secret_file
 from trustcam.alerts.sink import DeliveryError, Sink
 from trustcam.config.schema import WebhookConfig
+from trustcam.redaction import redact_url, redact_urls
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,6 @@ class WebhookSink(Sink):
         try:
             response = self._client.post(self.config.url, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise DeliveryError(f"{self.config.url}: {type(exc).__name__}: {exc}") from None
+            raise DeliveryError(redact_urls(f"{redact_url(self.config.url)}: {type(exc).__name__}: {exc}")) from None
         if not 200 <= response.status_code < 300:
-            raise DeliveryError(f"{self.config.url}: HTTP {response.status_code} {response.text[:200]!r}")
+            raise DeliveryError(f"{redact_url(self.config.url)}: HTTP {response.status_code} {response.text[:200]!r}")

@@ -64,7 +64,8 @@ def evidence_export(
     config: RequiredConfig,
     margin: Annotated[float, typer.Option(help="Seconds of footage before and after the event.")] = 5.0,
 ) -> None:
-    """Write an event's evidence bundle: clips, manifest, hash-chain excerpt, signed checkpoint, public key."""
+    """Write an event's evidence bundle (mode 0600, built in memory, written atomically): clips, manifest, hash-chain
+    excerpt, the checkpoints signed while recording, public key. Refuses footage no checkpoint covers yet."""
     from trustcam.storage.database import open_database
     from trustcam.storage.evidence import export_event
     from trustcam.storage.vault import Vault, public_key_fingerprint
@@ -86,6 +87,9 @@ def evidence_verify(
     any_key: Annotated[bool, typer.Option("--any-key", help="Accept a valid signature by any key (exit 0 without "
                                           "--fingerprint): only proves the bundle is unchanged since it was signed.")]
     = False,
+    max_sign_delay: Annotated[float, typer.Option(
+        "--max-sign-delay", min=0, help="Fail when footage was first signed more than this many seconds after it "
+        "was recorded: a late signature (e.g. made at export) proves nothing about the time before it.")] = 3600.0,
 ) -> None:
     """Check a bundle using only its own contents. Exit 0 and VERIFIED (signed by the --fingerprint key, or any key
     with --any-key); exit 3 when it is intact and validly signed but no --fingerprint confirms who signed it (anyone
@@ -95,7 +99,7 @@ def evidence_verify(
     if not bundle.is_file():
         error(f"{bundle}: not found; pass the evidence bundle (.zip) to verify")
         raise typer.Exit(1)
-    report = verify_bundle(bundle, expected_fingerprint=fingerprint)
+    report = verify_bundle(bundle, expected_fingerprint=fingerprint, max_sign_delay=max_sign_delay)
     if report.ok and fingerprint is None and not any_key:
         typer.echo("SIGNATURE VALID, SIGNER UNCONFIRMED")
         for fact in report.facts:

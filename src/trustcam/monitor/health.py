@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from trustcam.ingest.stream import StreamStats
 
-HealthKind = Literal["offline", "stalled", "low_fps", "reconnect_storm", "time_jump", "time_repeat"]
+HealthKind = Literal["offline", "stalled", "low_fps", "reconnect_storm", "time_jump", "time_repeat",
+                     "pipeline_failed"]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ drift from the truth. A private :class:`CollectorRegistry` keeps two services in
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -16,22 +16,28 @@ from prometheus_client.registry import Collector
 
 from trustcam.alerts.model import Alert, AlertDelivered, AlertDeliveryFailed
 from trustcam.bus import Bus
+from trustcam.config.schema import Settings
 from trustcam.events.model import CameraCoverage, EventEnded
 from trustcam.monitor.canary import CanaryResult
 from trustcam.monitor.health import HealthAlert, HealthCleared
 from trustcam.monitor.tamper import TamperAlert, TamperCleared
 
-if TYPE_CHECKING:
-    from trustcam.service import Service
-
 COVERAGE_STATES = ("ok", "degraded", "blind")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+
+
+class MeasuredService(Protocol):
+    """What metrics read of the running service (``trustcam.service.Service`` has it). A protocol, not an import:
+    the service imports this module, so importing the service here would make a cycle. ``workers`` (each with
+    ``camera_name`` and ``stream.stats``) and ``alerts`` (the dispatcher) are read when present."""
+
+    settings: Settings
 
 
 class _ServiceCollector(Collector):
     """Reads stream stats and the outbox at scrape time."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: MeasuredService) -> None:
         self.service = service
 
     def collect(self) -> Iterator[Metric]:
@@ -65,7 +71,7 @@ class _ServiceCollector(Collector):
 class Metrics:
     """All trustcam metrics; ``render()`` is the Prometheus text exposition format."""
 
-    def __init__(self, service: Service | None, bus: Bus) -> None:
+    def __init__(self, service: MeasuredService | None, bus: Bus) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.events = Counter("trustcam_events", "Finished events per camera and label.", ["camera", "label"],

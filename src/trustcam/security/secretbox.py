@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from trustcam.security.errors import SecurityError
 from trustcam.storage.keys import write_secret
+from trustcam.storage.private import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def _move_legacy(legacy: Path, path: Path) -> None:
     """Move a key from ``<data_dir>/secrets/`` once (copy 0600, then remove the old one), logged."""
     if path.exists() or not legacy.is_file():
         return
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(path.parent)
     with contextlib.suppress(FileExistsError):  # another process moved it first
         write_secret(path, legacy.read_bytes())
     if path.read_bytes() == legacy.read_bytes():
@@ -62,7 +63,7 @@ def _move_legacy(legacy: Path, path: Path) -> None:
 
 def _load_or_create(path: Path) -> bytes:
     if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(path.parent)
         with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
             write_secret(path, secrets.token_bytes(KEY_BYTES))
     info = path.stat()

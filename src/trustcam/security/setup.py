@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from trustcam.config.schema import Settings
 from trustcam.security.tables import UserRow
+from trustcam.storage.private import private_dir
 
 
 def token_path(settings: Settings) -> Path:
@@ -40,7 +41,7 @@ def ensure_setup_token(settings: Settings, engine: Engine | None = None) -> str 
         if len(token) >= 32:
             return token
         path.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     token = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:

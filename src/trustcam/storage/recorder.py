@@ -320,6 +320,20 @@ class Recorder:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("camera %s: the vault did not take the last segments within %gs", self.camera, timeout)
+            return
+        self._sign_head()
+
+    def _sign_head(self) -> None:
+        """Clean stop: the vault signs this camera's chain head, so the last segments are not left in the unsigned
+        tail (which only a checkpoint due later would cover, and which a crash leaves open to undetected edits)."""
+        target = getattr(self._sink, "vault", self._sink)  # the space-guarded vault of `run` wraps the vault
+        close_camera = getattr(target, "close_camera", None)
+        if close_camera is None:
+            return
+        try:
+            close_camera(self.camera)
+        except Exception:  # stopping must finish; the tail stays unsigned, as after a crash
+            log.exception("camera %s: signing the chain head at stop failed", self.camera)
 
     # ---- segments ----
 

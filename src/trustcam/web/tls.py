@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from trustcam.config import ConfigError
 from trustcam.config.schema import Settings
+from trustcam.storage.private import private_dir
 
 VALID_DAYS = 825  # the longest validity browsers accept for a TLS server certificate
 
@@ -57,7 +58,7 @@ def generate(cert_path: Path, key_path: Path, hostname: str | None = None) -> No
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(key, hashes.SHA256()))
-    key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(key_path.parent)
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 from pydantic import Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -153,13 +153,10 @@ def review(body: ReviewRequest, request: Request, event_id: EventId, ctx: Ctx,
 
 @router.post("/api/events/{event_id}/export", response_model=None,
              summary="Signed evidence bundle (ZIP) of the event's footage",
-             responses={200: {"content": {"application/zip": {}, "application/json": {}}}})
-async def export(request: Request, event_id: EventId, ctx: Ctx,
-                 principal: Operator,
-                 mode: Annotated[Literal["download", "path"], Query(description="download: the ZIP; path: where "
-                                                                    "it was written on the server, as JSON")]
-                 = "download") -> FileResponse | dict[str, Any]:
-    from trustcam.storage.evidence import export_event
+             responses={200: {"content": {"application/zip": {}}}})
+async def export(request: Request, event_id: EventId, ctx: Ctx, principal: Operator) -> Response:
+    """The bundle is built in memory and streamed: decrypted footage is never written to the server's disk."""
+    from trustcam.storage.evidence import build_bundle
 
     row = _event(ctx, principal, event_id)
     if ctx.vault is None:
@@ -167,14 +164,13 @@ async def export(request: Request, event_id: EventId, ctx: Ctx,
               reason="no vault")
         raise HTTPException(409, "no footage to export: recording is not enabled (set cameras.<name>.record.enabled "
                                  "and restart)")
-    out = ctx.settings.data_dir / "exports" / f"{row.id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.zip"
     try:
-        await run_in_threadpool(export_event, ctx.vault, ctx.engine, row.id, out)
+        data = await run_in_threadpool(build_bundle, ctx.vault, ctx.engine, row.id)
     except VaultError as exc:
         audit(request, principal, "export_event", f"event:{row.id}", outcome="failed", camera=row.camera,
               reason=str(exc))
         raise HTTPException(409, str(exc)) from None
-    audit(request, principal, "export_event", f"event:{row.id}", camera=row.camera, path=str(out))
-    if mode == "path":
-        return {"path": str(out.resolve()), "size": out.stat().st_size}
-    return FileResponse(out, media_type="application/zip", filename=out.name)
+    name = f"{row.id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.zip"
+    audit(request, principal, "export_event", f"event:{row.id}", camera=row.camera, bundle=name, size=len(data))
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
+    return Response(data, media_type="application/zip", headers=headers)
