@@ -78,12 +78,22 @@ def _start(tmp: Path, video: Path) -> tuple[subprocess.Popen[bytes], str, ssl.SS
     raise SystemExit(f"trustcam run did not answer within 90 s: {(tmp / 'server.log').read_text()[-2000:]}")
 
 
+def _setup_token(path: Path, wait_s: float = 30.0) -> str:
+    """The first-start token; written right after the server starts answering, so wait for it."""
+    deadline = time.monotonic() + wait_s
+    while not (path.exists() and path.read_text().strip()):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{path}: no setup token {wait_s:.0f} s after start")
+        time.sleep(0.2)
+    return path.read_text().strip()
+
+
 def flood(logins: int, parallel: int, video: Path) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         process, url, context = _start(tmp, video)
         try:
-            token = (tmp / "data" / "setup-token").read_text().strip()
+            token = _setup_token(tmp / "data" / "setup-token")
             admin = httpx.Client(base_url=url, verify=context, timeout=60)
             admin.post("/api/auth/setup", json={"setup_token": token, "username": "admin", "password": PASSWORD}
                        ).raise_for_status()
