@@ -345,6 +345,20 @@ class CameraWorker(threading.Thread):
         self.bus.publish(HealthCleared(self.camera_name, PIPELINE_FAILED, time.time()))
 
 
+def warn_legacy_exports(data_dir: Path) -> list[Path]:
+    """Bundles that versions before streamed exports left in ``<data_dir>/exports``: decrypted footage outside the
+    vault, so retention and crypto-shredding never reach it. Not deleted for the user (they may be evidence handed
+    out); named, with the fix."""
+    folder = data_dir / "exports"
+    left = sorted(folder.glob("*.zip")) if folder.is_dir() else []
+    if left:
+        log.warning("%d evidence bundle(s) written by an older version lie decrypted in %s, outside the vault's "
+                    "encryption, retention and crypto-shredding: keep copies where they belong, then delete them "
+                    "(rm -r %s); exports are now streamed and never written on the server", len(left), folder,
+                    folder)
+    return left
+
+
 class Service:
     """All enabled cameras of a config, the event store, the bus and (when a camera records) the vault."""
 
@@ -352,6 +366,7 @@ class Service:
         self.settings = settings
         self.bus = Bus()
         private_dir(settings.data_dir)  # owner-only whatever the umask: footage metadata, drift, snapshots
+        warn_legacy_exports(settings.data_dir)
         self.engine = open_database(settings.resolved_database_url)
         self.store = EventStore(self.engine)
         self.store.attach(self.bus)
