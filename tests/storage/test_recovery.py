@@ -136,9 +136,13 @@ vault = Vault(VaultConfig(root=root, key_file=f"{keys}/vault.kek", signing_key_f
                           checkpoint_every=3), open_database(url))
 t = 1_750_000_000.0
 print("ready", flush=True)
+first = True
 while True:
     row = vault.store_segment("front", os.urandom(300 * 1024), t, t + 10)
     t += 10
+    if first:
+        print("stored", flush=True)  # this run's first segment is in: kills from now on hit a writing vault
+        first = False
 """
 
 
@@ -150,6 +154,7 @@ def test_kill_9_at_random_moments_never_leaves_the_vault_inconsistent(tmp_path: 
         writer = subprocess.Popen([sys.executable, "-c", LOOP_WRITER, str(tmp_path / "rec"), url,
                                    str(tmp_path / "keys")], stdout=subprocess.PIPE, text=True)
         assert writer.stdout.readline().strip() == "ready"
+        assert writer.stdout.readline().strip() == "stored"  # a loaded machine may be slow to write the first one
         time.sleep(rng.uniform(0.05, 0.4))
         writer.send_signal(signal.SIGKILL)
         writer.wait(10)
