@@ -21,6 +21,7 @@ MISSING_ID = "f" * 32
 T0 = 1_700_000_000.0
 # every route that takes an event id, with a body that passes validation (so the id check is what answers)
 ROUTES = [("GET", "/api/events/{id}", None), ("GET", "/api/events/{id}/snapshot.jpg", None),
+          ("GET", "/api/events/{id}/clip.mp4", None),
           ("POST", "/api/events/{id}/ack", None),
           ("POST", "/api/events/{id}/review", {"verdict": "true_positive", "note": "probe"}),
           ("POST", "/api/events/{id}/export", None)]

@@ -64,11 +64,15 @@ EXPECTED: dict[tuple[str, str], frozenset[Role] | str] = {
     ("POST", "/api/me/tokens"): ANY,
     ("DELETE", "/api/me/tokens/{token_id}"): ANY,
     ("GET", "/api/cameras"): SEE,
+    ("GET", "/api/cameras/grid"): SEE,
     ("GET", "/api/cameras/{name}/live.mjpeg"): SEE,
     ("GET", "/api/cameras/{name}/snapshot.jpg"): SEE,
+    ("GET", "/api/cameras/{name}/timeline"): SEE,
+    ("POST", "/api/cameras/{name}/export"): frozenset({OP, A}),
     ("GET", "/api/events"): SEE,
     ("GET", "/api/events/{event_id}"): SEE,
     ("GET", "/api/events/{event_id}/snapshot.jpg"): SEE,
+    ("GET", "/api/events/{event_id}/clip.mp4"): SEE,
     ("POST", "/api/events/{event_id}/ack"): frozenset({OP, A}),
     ("POST", "/api/events/{event_id}/review"): frozenset({OP, A}),
     ("POST", "/api/events/{event_id}/export"): frozenset({OP, A}),
@@ -99,6 +103,8 @@ SUCCESS: dict[tuple[str, str], int | dict[str, int]] = {
     ("POST", "/api/me/tokens"): 201, ("DELETE", "/api/me/tokens/{token_id}"): 204,
     ("POST", "/api/auth/logout"): 204,
     ("POST", "/api/events/{event_id}/export"): 409,  # no footage: this server records nothing
+    ("GET", "/api/events/{event_id}/clip.mp4"): 404,  # no footage (the reason in the detail): nothing recorded
+    ("POST", "/api/cameras/{name}/export"): 422,  # no start/end given
     ("POST", "/api/users"): 201, ("DELETE", "/api/users/{username}"): 204, ("DELETE", "/api/tokens/{token_id}"): 204,
 }
 

@@ -79,6 +79,49 @@ def evidence_export(
         typer.echo(f"public key fingerprint: {public_key_fingerprint(vault.public_key)}")
 
 
+def _instant(value: str, option: str) -> float:
+    """ISO 8601 (no zone: UTC) or epoch seconds → epoch seconds; a ConfigError naming the option otherwise."""
+    from datetime import UTC, datetime
+
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigError(f"{option} {value!r}: not a time; use ISO 8601 such as 2024-05-01T22:00:00 (UTC unless "
+                          "it names a zone, e.g. +02:00) or epoch seconds") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+@evidence_app.command("export-range")
+def evidence_export_range(
+    camera: Annotated[str, typer.Argument(help="Camera name (as recorded in the vault).")],
+    start: Annotated[str, typer.Option("--start", help="Range start: ISO 8601 (UTC unless a zone is given) or "
+                                       "epoch seconds.")],
+    end: Annotated[str, typer.Option("--end", help="Range end, same format.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle to write (a .zip file).")],
+    config: RequiredConfig,
+) -> None:
+    """Write the evidence bundle of a camera's footage between --start and --end (mode 0600, built in memory,
+    written atomically): the same signed bundle as an event export, its manifest marked as a range export."""
+    from trustcam.storage.database import open_database
+    from trustcam.storage.evidence import build_range_bundle, write_private
+    from trustcam.storage.vault import Vault, public_key_fingerprint
+
+    with user_errors(), _vault_errors():
+        begin, finish = _instant(start, "--start"), _instant(end, "--end")
+        if finish <= begin:
+            raise ConfigError(f"--end {end} is not after --start {start}; pass a range that ends after it starts")
+        settings = settings_from(config)
+        engine = open_database(settings.resolved_database_url)
+        vault = Vault(settings.vault, engine)
+        write_private(out, build_range_bundle(vault, engine, camera, begin, finish))
+        typer.echo(f"{out}: evidence bundle of camera {camera} written and verified")
+        typer.echo(f"public key fingerprint: {public_key_fingerprint(vault.public_key)}")
+
+
 @evidence_app.command("verify")
 def evidence_verify(
     bundle: Annotated[Path, typer.Argument(help="Evidence bundle (.zip).")],

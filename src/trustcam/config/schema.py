@@ -565,6 +565,21 @@ class AlertsConfig(StrictModel):
     )
 
 
+class CameraGroupConfig(StrictModel):
+    """Cameras shown together in the web UI's grid (Frigate-style groups); a group only selects, it grants nothing."""
+
+    cameras: list[str] = Field(min_length=1, description="Names of cameras (keys of `cameras`) in this group.")
+    order: int = Field(0, ge=-1000, le=1000, description="Position in the group selector (lowest first, then name).")
+
+    @field_validator("cameras")
+    @classmethod
+    def _no_repeats(cls, value: list[str]) -> list[str]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"camera(s) {', '.join(repeated)} listed more than once; list each camera once")
+        return value
+
+
 class Settings(StrictModel):
     data_dir: Path = Field(
         Path("var"), description="Database and snapshots live here (relative to the working directory)."
@@ -579,6 +594,10 @@ class Settings(StrictModel):
     server: ServerConfig = Field(default_factory=ServerConfig, description="HTTPS server: web UI and REST API.")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Where alerts are delivered.")
     cameras: dict[str, CameraConfig] = Field(default_factory=dict, description="Cameras by name.")
+    camera_groups: dict[str, CameraGroupConfig] = Field(
+        default_factory=dict, description="Named groups of cameras for the web UI's camera grid (e.g. outside: "
+        "{cameras: [front, yard], order: 1}); a user sees a group only with the cameras granted to them.",
+    )
 
     @field_validator("cameras")
     @classmethod
@@ -587,6 +606,28 @@ class Settings(StrictModel):
             if not re.match(NAME_PATTERN, name):
                 raise ValueError(f"camera name '{name}' must be lower-case letters, digits, '_' or '-'")
         return value
+
+    @field_validator("camera_groups")
+    @classmethod
+    def _group_names(cls, value: dict[str, CameraGroupConfig]) -> dict[str, CameraGroupConfig]:
+        for name in value:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"camera group name '{name}' must be lower-case letters, digits, '_' or '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _groups_name_known_cameras(self) -> Settings:
+        """A typo in a group would silently hide a camera from the grid; name it and the cameras that exist."""
+        known = sorted(self.cameras)
+        for group, config in self.camera_groups.items():
+            for camera in config.cameras:
+                if camera not in self.cameras:
+                    close = difflib.get_close_matches(camera, known, n=1)
+                    hint = f"did you mean '{close[0]}'? " if close else ""
+                    raise ValueError(f"camera_groups.{group}.cameras lists camera '{camera}', which does not exist; "
+                                     f"{hint}known cameras: {', '.join(known) or 'none defined'} (fix the name or "
+                                     "add the camera under cameras)")
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,6 +1,8 @@
 """Evidence bundles: one event's footage with everything a third party needs to check it, without our database.
 
-A bundle is a ZIP file, built in memory (decrypted video never touches the server's disk)::
+A range export (:func:`build_range_bundle`) is the same bundle for a time range of one camera instead of an event:
+its manifest says ``"export": "range"`` and holds ``range`` instead of ``event``, its joined view is
+``clip/range.mp4``. A bundle is a ZIP file, built in memory (decrypted video never touches the server's disk)::
 
     manifest.json        event (with the model name and sha256 that saw it, and its sealed record), segments (each
                          with when it was recorded and when a checkpoint first signed it), the checkpoint policy,
@@ -75,6 +77,7 @@ log = logging.getLogger(__name__)
 FORMAT = "trustcam-evidence-v2"
 FORMATS = ("trustcam-evidence-v1", FORMAT)  # v1 bundles (no checkpoints.json) still verify, with fewer checks
 SIGNED_NAMES = ("manifest.json", "manifest.sig")  # everything else is listed, with its sha256, in the manifest
+MAX_RANGE_BYTES = 2 << 30  # a range bundle holds its video twice in memory (segments and joined view)
 _ROW_FIELDS = ("seq", "segment", "start", "end", "size", "sha256", "prev_hash", "chain_hash")
 
 
@@ -133,6 +136,21 @@ def write_private(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+@dataclass
+class _Subject:
+    """What a bundle shows: one event (with its sealed record) or a plain time range of one camera. Everything
+    else (footage, chain excerpt, checkpoints, signature, self-check) is built by the same core, so a range export
+    is exactly as checkable as an event export."""
+
+    camera: str
+    start: float  # footage overlapping [start, end] is exported
+    end: float
+    name: str  # "event <id>" or "range export": starts every error message
+    clip: str  # file name of the joined view
+    fields: dict[str, Any]  # the subject's own manifest entries ("event" and "margin_s", or "range")
+    snapshot: str | None = None
+
+
 def build_bundle(vault: Vault, engine: Engine, event_id: str, *, margin_s: float = 5.0) -> bytes:
     """The evidence bundle of ``event_id`` as ZIP bytes, built in memory.
 
@@ -145,16 +163,68 @@ def build_bundle(vault: Vault, engine: Engine, event_id: str, *, margin_s: float
         event = session.get(EventRow, event_id)
     if event is None:
         raise VaultError(f"event {event_id}: no such event in the database")
-    camera = event.camera
-    overlapping = vault.segments_between(camera, event.start - margin_s, event.end + margin_s,
-                                         include_shredded=True)
-    if not any(row.wrapped_key is not None for row in overlapping):
-        raise VaultError(f"event {event_id}: no recorded footage of camera {camera} between "
-                         f"{_utc(event.start - margin_s)} and {_utc(event.end + margin_s)} (not recorded, or already "
-                         "deleted); nothing to export")
+    subject = _Subject(event.camera, event.start - margin_s, event.end + margin_s, f"event {event_id}",
+                       "clip/event.mp4", {}, event.snapshot)
+    overlapping = _footage(vault, subject)
     seal, problems = vault.event_problems(event_id)
     if problems:
         raise VaultError(f"event {event_id}: not exported: " + "; ".join(problems))
+    record = event_record(event)
+    subject.fields = {
+        "event": {
+            "id": event.id, "camera": event.camera, "label": event.label, "track_id": event.track_id,
+            "start": event.start, "end": event.end, "start_utc": _utc(event.start), "end_utc": _utc(event.end),
+            "best_score": event.best_score, "box": event.box, "zones": event.zones, "rules": event.rules,
+            "threat": event.threat, "legal_hold": bool(event.held),
+            "model": {"name": event.model_name, "sha256": event.model_sha256},
+            "record": record,
+            "seal": ({"seq": seal.seq, "time": seal.time, "time_utc": _utc(seal.time), "digest": event_digest(record)}
+                     if seal is not None else None),
+        },
+        "margin_s": margin_s,
+    }
+    return _assemble(vault, engine, subject, overlapping, seal)
+
+
+def build_range_bundle(vault: Vault, engine: Engine, camera: str, start: float, end: float, *,
+                       max_bytes: int = MAX_RANGE_BYTES) -> bytes:
+    """The evidence bundle of every segment of ``camera`` overlapping [start, end] (epoch s), as ZIP bytes.
+
+    Same footage, chain, checkpoint and self-check rules as :func:`build_bundle`; the manifest says ``"export":
+    "range"`` and carries the range instead of an event, so nobody mistakes it for a detection. Raises
+    VaultError for an empty or inverted range, a range without footage, more than ``max_bytes`` of video (the
+    bundle is built in memory), or footage no checkpoint covers yet.
+    """
+    if not (math.isfinite(start) and math.isfinite(end)) or end <= start:
+        raise VaultError(f"range export: the end ({end}) must be after the start ({start}), both finite epoch "
+                         "seconds; pass the range again")
+    subject = _Subject(camera, start, end, "range export", "clip/range.mp4", {
+        "range": {"camera": camera, "start": start, "end": end, "start_utc": _utc(start), "end_utc": _utc(end)}})
+    overlapping = _footage(vault, subject)
+    size = sum(row.size for row in overlapping if row.wrapped_key is not None)
+    if size > max_bytes:
+        raise VaultError(f"range export: {size / 2**20:.0f} MiB of video between {_utc(start)} and {_utc(end)}, "
+                         f"more than the {max_bytes / 2**20:.0f} MiB a bundle built in memory may hold; export a "
+                         "shorter range (several bundles if needed)")
+    return _assemble(vault, engine, subject, overlapping, None)
+
+
+def _footage(vault: Vault, subject: _Subject) -> list[SegmentRow]:
+    """The chain rows overlapping the subject (shredded ones too: the manifest says what was deleted); refuses a
+    subject none of whose footage still exists."""
+    overlapping = vault.segments_between(subject.camera, subject.start, subject.end, include_shredded=True)
+    if not any(row.wrapped_key is not None for row in overlapping):
+        raise VaultError(f"{subject.name}: no recorded footage of camera {subject.camera} between "
+                         f"{_utc(subject.start)} and {_utc(subject.end)} (not recorded, or already deleted); nothing "
+                         "to export")
+    return overlapping
+
+
+def _assemble(vault: Vault, engine: Engine, subject: _Subject, overlapping: list[SegmentRow],
+              seal: CheckpointRow | None) -> bytes:
+    """The shared core: decrypted segments, chain excerpt and checkpoints signed while recording, the signed
+    manifest; verified before it is returned."""
+    camera = subject.camera
     first, last = overlapping[0].seq, overlapping[-1].seq
     with Session(engine, expire_on_commit=False) as session:
         signed = list(session.scalars(select(CheckpointRow).where(
@@ -162,7 +232,7 @@ def build_bundle(vault: Vault, engine: Engine, event_id: str, *, margin_s: float
             .order_by(CheckpointRow.seq, CheckpointRow.id)))
     covering = next((cp for cp in signed if cp.seq >= last), None)
     if covering is None:
-        raise VaultError(_not_covered(vault, engine, event_id, camera, overlapping[-1], signed))
+        raise VaultError(_not_covered(vault, engine, subject.name, camera, overlapping[-1], signed))
     before = [cp.seq for cp in signed if cp.seq < first]
     start_seq = min(before[-1] if before else 1, seal.seq if seal else first)
     end_seq = max(covering.seq, seal.seq if seal else covering.seq)
@@ -183,14 +253,14 @@ def build_bundle(vault: Vault, engine: Engine, event_id: str, *, margin_s: float
             entry.update(file=None, shredded={"time": row.deleted_at, "reason": row.deletion_reason})
         else:
             name = f"clip/segment-{row.seq:06d}.mp4"
-            files[name] = _decrypt(vault, row)
+            files[name] = decrypt_segment(vault, row)
             clips.append(files[name])
             entry.update(file=name, shredded=None)
         segments.append(entry)
-    joined, clip_note = _join_clips(clips)
+    joined, clip_note = _join_clips(clips, subject.clip)
     if joined is not None:
-        files["clip/event.mp4"] = joined
-    snapshot = _copy_snapshot(vault, event.snapshot, files)
+        files[subject.clip] = joined
+    snapshot = _copy_snapshot(vault, subject.snapshot, files)
 
     policy = {"every": vault.policy.every, "every_s": vault.policy.every_s}
     message = row_message(covering)
@@ -206,26 +276,16 @@ def build_bundle(vault: Vault, engine: Engine, event_id: str, *, margin_s: float
     fingerprint = public_key_fingerprint(vault.public_key)
     files["README.txt"] = _readme(camera, fingerprint).encode()
 
-    record = event_record(event)
     manifest = {
         "format": FORMAT,
         "created": _utc(time.time()),
         "software": f"trustcam {__version__}",
-        "event": {
-            "id": event.id, "camera": camera, "label": event.label, "track_id": event.track_id,
-            "start": event.start, "end": event.end, "start_utc": _utc(event.start), "end_utc": _utc(event.end),
-            "best_score": event.best_score, "box": event.box, "zones": event.zones, "rules": event.rules,
-            "threat": event.threat, "legal_hold": bool(event.held),
-            "model": {"name": event.model_name, "sha256": event.model_sha256},
-            "record": record,
-            "seal": ({"seq": seal.seq, "time": seal.time, "time_utc": _utc(seal.time), "digest": event_digest(record)}
-                     if seal is not None else None),
-        },
+        "export": "event" if "event" in subject.fields else "range",
+        **subject.fields,
         "camera": camera,
-        "margin_s": margin_s,
         "policy": policy,
         "segments": segments,
-        "clip": "clip/event.mp4" if joined is not None else None,
+        "clip": subject.clip if joined is not None else None,
         "clip_note": clip_note,
         "snapshot": snapshot,
         "checkpoint": {"seq": covering.seq, "chain_hash": covering.chain_hash},
@@ -242,11 +302,11 @@ def build_bundle(vault: Vault, engine: Engine, event_id: str, *, margin_s: float
     data = buffer.getvalue()
     report = verify_bundle(data)
     if not report.ok:
-        raise VaultError(f"event {event_id}: the bundle does not verify, not exported: " + "; ".join(report.problems))
+        raise VaultError(f"{subject.name}: the bundle does not verify, not exported: " + "; ".join(report.problems))
     return data
 
 
-def _not_covered(vault: Vault, engine: Engine, event_id: str, camera: str, newest: SegmentRow,
+def _not_covered(vault: Vault, engine: Engine, what: str, camera: str, newest: SegmentRow,
                  signed: list[CheckpointRow]) -> str:
     """Why there is nothing to export yet, and how long until there is."""
     policy = vault.policy
@@ -257,7 +317,7 @@ def _not_covered(vault: Vault, engine: Engine, event_id: str, camera: str, newes
         head = session.scalar(select(SegmentRow.end).where(SegmentRow.camera == camera)
                               .order_by(SegmentRow.seq.desc()).limit(1))
     wait = math.ceil(max(0.0, (since or newest.start) + float(policy.every_s or 0) - (head or newest.end))) + 1
-    return (f"event {event_id}: footage not yet covered by a checkpoint (camera {camera} up to seq {newest.seq}, "
+    return (f"{what}: footage not yet covered by a checkpoint (camera {camera} up to seq {newest.seq}, "
             f"recorded until {_utc(newest.end)}); export never signs old footage. Wait about {wait} s (a checkpoint "
             f"is signed {policy.text()} of recording) or stop the camera cleanly, then export again")
 
@@ -266,7 +326,8 @@ def _json(data: object) -> bytes:
     return json.dumps(data, indent=2).encode()
 
 
-def _decrypt(vault: Vault, row: SegmentRow) -> bytes:
+def decrypt_segment(vault: Vault, row: SegmentRow) -> bytes:
+    """A segment's plaintext, in memory, checked against its chain row (export and the web player share it)."""
     data = b"".join(vault.open_segment(row))
     if len(data) != row.size or hashlib.sha256(data).hexdigest() != row.sha256:
         raise VaultError(f"segment {row.id} decrypts to content that does not match its chain row (size "
@@ -292,7 +353,7 @@ def _copy_snapshot(vault: Vault, snapshot: str | None, files: dict[str, bytes]) 
     return name
 
 
-def _join_clips(parts: list[bytes]) -> tuple[bytes | None, str]:
+def _join_clips(parts: list[bytes], name: str = "clip/event.mp4") -> tuple[bytes | None, str]:
     """Remux the segments into one file (no re-encoding, in memory); returns it and a note for the manifest.
 
     Best effort: segments with different codecs or stream layouts are left separate. The joined file is a
@@ -301,18 +362,26 @@ def _join_clips(parts: list[bytes]) -> tuple[bytes | None, str]:
     if not parts:
         return None, "no segment available"
     try:
-        joined = _remux(parts)
+        joined = remux_segments(parts)
     except Exception as exc:  # PyAV raises many types; a missing joined clip is not fatal
         log.info("segments not joined: %s", exc)
         return None, f"segments not joined ({exc.__class__.__name__}: {exc}); play clip/segment-*.mp4 in order"
-    return joined, f"clip/event.mp4 joins the {len(parts)} segment file(s) in chain order without re-encoding"
+    return joined, f"{name} joins the {len(parts)} segment file(s) in chain order without re-encoding"
 
 
-def _remux(parts: list[bytes]) -> bytes:
+FRAGMENTED_MP4 = "frag_keyframe+empty_moov+default_base_moof"  # moov first, a fragment per keyframe
+
+
+def remux_segments(parts: list[bytes], *, fragmented: bool = False) -> bytes:
+    """The segments joined into one MP4 in chain order, without re-encoding, in memory (raises on mismatched streams).
+
+    ``fragmented``: the index comes first and the media in keyframe fragments, so a browser can play and seek it
+    over HTTP range requests; a plain file keeps its index at the end (faststart would need a file on disk).
+    """
     import av
 
     out = io.BytesIO()
-    with av.open(out, "w", format="mp4") as dst:
+    with av.open(out, "w", format="mp4", options={"movflags": FRAGMENTED_MP4} if fragmented else {}) as dst:
         layout: list[tuple[str, str]] | None = None
         targets: list[Any] = []
         offset = Fraction(0)  # seconds already written
@@ -496,12 +565,18 @@ def _verify(bundle: _Bundle, report: VerifyReport, expected_fingerprint: str | N
                                     Policy(int(configured["every"]), configured.get("every_s")))
     delays = _sign_delays(segments, checkpoints, manifest["format"] == FORMAT, max_sign_delay, problems)
 
-    event = manifest.get("event", {})
-    facts.append(f"event {event.get('id')}: {event.get('label')} on camera {camera}, {event.get('start_utc')} to "
-                 f"{event.get('end_utc')}, threat {event.get('threat')}")
-    model = event.get("model", {})
-    facts.append(f"detected by model {model.get('name')} (sha256 {model.get('sha256')})")
-    facts += _verify_event(event, checkpoints, problems)
+    kind = manifest.get("export", "event")  # bundles made before range exports carry no "export": events
+    if kind == "range":
+        facts += _verify_range(manifest, rows, segments, problems)
+    elif kind == "event":
+        event = manifest.get("event", {})
+        facts.append(f"event {event.get('id')}: {event.get('label')} on camera {camera}, {event.get('start_utc')} "
+                     f"to {event.get('end_utc')}, threat {event.get('threat')}")
+        model = event.get("model", {})
+        facts.append(f"detected by model {model.get('name')} (sha256 {model.get('sha256')})")
+        facts += _verify_event(event, checkpoints, problems)
+    else:
+        problems.append(f"manifest: unknown export kind {kind!r} (expected 'event' or 'range')")
     live = [s for s in segments if s.get("file")]
     shredded = [s for s in segments if not s.get("file")]
     if segments:
@@ -689,6 +764,29 @@ def _sign_delays(segments: list[dict[str, Any]], checkpoints: list[dict[str, Any
                             "s, so the signature proves nothing about the footage before then (signed late, e.g. "
                             "at export)")
     return facts
+
+
+def _verify_range(manifest: dict[str, Any], rows: list[dict[str, Any]], segments: list[dict[str, Any]],
+                  problems: list[str]) -> list[str]:
+    """A range export holds every segment of its range that the chain excerpt shows, and nothing outside it: a
+    segment left out or slipped in is a problem, even though each one alone would verify."""
+    span = manifest["range"]
+    start, end = float(span["start"]), float(span["end"])
+    if span.get("camera") != manifest.get("camera"):
+        problems.append(f"manifest: the range is of camera {span.get('camera')}, the bundle of "
+                        f"{manifest.get('camera')}")
+    if not end > start:
+        problems.append(f"manifest: the range ends ({_utc(end)}) before it starts ({_utc(start)})")
+    listed = {entry["seq"] for entry in segments}
+    for entry in segments:
+        if not (entry["start"] < end and entry["end"] > start):
+            problems.append(f"segment seq {entry['seq']} lies outside the exported range (added)")
+    for row in rows:
+        if row["start"] < end and row["end"] > start and row["seq"] not in listed:
+            problems.append(f"chain seq {row['seq']} overlaps the exported range but is not in the manifest (left "
+                            "out)")
+    return [f"range export (no event): camera {manifest.get('camera')}, {_utc(start)} to {_utc(end)}; every "
+            "segment of the chain excerpt in that range is included"]
 
 
 def _verify_event(event: dict[str, Any], checkpoints: list[dict[str, Any]], problems: list[str]) -> list[str]:

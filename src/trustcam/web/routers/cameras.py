@@ -10,12 +10,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
+from pydantic import Field
 
 from trustcam.config.schema import NAME_PATTERN
 from trustcam.security.roles import Role
 from trustcam.web.auth import Principal, audit, require, require_camera, still_signed_in
 from trustcam.web.context import AppContext, Ctx
 from trustcam.web.live import LiveHub
+from trustcam.web.models import ApiModel
 
 router = APIRouter(tags=["cameras"])
 LIVE_ROLES = frozenset({Role.viewer, Role.operator, Role.admin})
@@ -101,3 +103,50 @@ async def live(request: Request, name: CameraName, ctx: Ctx,
 
     return StreamingResponse(frames(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
                              headers={"Cache-Control": "no-store"})
+
+
+class GridCamera(ApiModel):
+    name: str
+    state: str = Field(description="Stream health: connected, connecting, stopped, disconnected or not running.")
+    fps: float = Field(description="Frames analysed per second lately.")
+    frames: int = Field(description="Frames analysed since start.")
+    coverage: str = Field(description="Detector coverage: full, degraded (on a backup detector) or blind.")
+    canary: dict[str, Any] | None = Field(description="The last canary self-test (as in GET /api/cameras), or null "
+                                          "before the first probe.")
+    alerts: list[dict[str, Any]] = Field(description="Conditions active now: [{kind, detail, message, since}].")
+    recording: bool = Field(description="record.enabled: the stream is recorded into the evidence vault.")
+    live: bool = Field(description="A live frame is available (snapshot.jpg and live.mjpeg answer).")
+
+
+class GridGroup(ApiModel):
+    name: str
+    order: int = Field(description="Position in the group selector (groups come sorted by order, then name).")
+    cameras: list[str] = Field(description="The group's cameras that the caller may see, in config order.")
+
+
+class GridOut(ApiModel):
+    cameras: list[GridCamera] = Field(description="Every enabled camera granted to the caller, in config order.")
+    groups: list[GridGroup] = Field(description="Camera groups holding at least one of those cameras.")
+
+
+def _grid_camera(ctx: AppContext, name: str) -> GridCamera:
+    assert ctx.status is not None  # AppContext always makes one
+    return GridCamera(**ctx.status.camera(name), recording=ctx.settings.cameras[name].record.enabled,
+                      live=_hub(ctx).seq(name) > 0)
+
+
+def _grid_groups(ctx: AppContext, visible: list[str]) -> list[GridGroup]:
+    """Groups cut down to the caller's cameras; a group left empty is dropped, so no hidden name leaks out."""
+    groups = []
+    for name, group in ctx.settings.camera_groups.items():
+        cameras = [camera for camera in visible if camera in group.cameras]
+        if cameras:
+            groups.append(GridGroup(name=name, order=group.order, cameras=cameras))
+    return sorted(groups, key=lambda g: (g.order, g.name))
+
+
+@router.get("/api/cameras/grid", response_model=GridOut,
+            summary="Camera grid: your cameras with health, AI coverage, canary and recording, and their groups")
+def grid(ctx: Ctx, principal: Viewer) -> GridOut:
+    visible = [name for name, cam in ctx.settings.cameras.items() if cam.enabled and principal.can_see(name)]
+    return GridOut(cameras=[_grid_camera(ctx, name) for name in visible], groups=_grid_groups(ctx, visible))

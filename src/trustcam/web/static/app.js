@@ -4,6 +4,8 @@ import { flash, h, mount } from "./dom.js";
 import * as login from "./views/login.js";
 import * as mfa from "./views/mfa.js";
 import * as live from "./views/live.js";
+import * as timeline from "./views/timeline.js";
+import * as grid from "./views/grid.js";
 import * as events from "./views/events.js";
 import * as eventDetail from "./views/event.js";
 import * as alerts from "./views/alerts.js";
@@ -19,7 +21,9 @@ const ROUTES = {
   login: [login.renderLogin, null],
   setup: [login.renderSetup, null],
   mfa: [mfa.render, "any"],
+  grid: [grid.render, "video"],
   live: [live.render, "video"],
+  timeline: [timeline.render, "video"],
   events: [events.render, "video"],
   event: [eventDetail.render, "video"],
   alerts: [alerts.render, "video"],
@@ -62,7 +66,9 @@ function renderNav(current) {
     return;
   }
   const links = [
-    ["live", "Live", "video"], ["events", "Events", "video"], ["alerts", "Alerts & health", "video"],
+    ["grid", "Cameras", "video"], ["live", "Live", "video"], ["timeline", "Timeline", "video"],
+    ["events", "Events", "video"],
+    ["alerts", "Alerts & health", "video"],
     ["users", "Users", "admin"], ["tokens", "API tokens", "admin"], ["audit", "Audit", "audit"],
     ["account", "Account", "any"],
   ].filter(([, , need]) => need === "any" || can(need));

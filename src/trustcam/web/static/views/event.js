@@ -1,4 +1,5 @@
-// One event: snapshot, what fired, which model saw it, and (operator/admin) acknowledge, verdict, export.
+// One event: its recorded clip, snapshot, what fired, which model saw it, and (operator/admin) acknowledge, verdict,
+// export.
 import { api, can } from "../api.js";
 import { act, badge, field, flash, h, mount, when } from "../dom.js";
 import { VERDICTS, ackOf, reviewBadge, reviewOf, threatKind } from "./review.js";
@@ -31,11 +32,12 @@ export async function render(main, args, _query, { go }) {
   const snap = h("img", { class: "snapshot", id: "event-snapshot", alt: `Snapshot of ${ev.label} on ${ev.camera}`,
     src: `${path}/snapshot.jpg` });
   snap.addEventListener("error", () => snap.replaceWith(h("p", { class: "muted" }, "No snapshot for this event.")));
+  const player = clipPlayer(`${path}/clip.mp4`, ev);
 
   const section = h("section", { id: "event-detail" },
     h("p", {}, h("a", { href: `#/events?camera=${encodeURIComponent(ev.camera)}` }, "← Events")),
     h("h1", {}, `${ev.label} on ${ev.camera}`),
-    h("div", { class: "event-layout" }, h("div", {}, snap), h("div", {}, details,
+    h("div", { class: "event-layout" }, h("div", {}, player, snap), h("div", {}, details,
       history.length ? h("details", {}, h("summary", {}, `Review history (${history.length})`),
         h("ul", { id: "review-history" }, history)) : null,
       can("review") ? actions() : null)));
@@ -84,4 +86,27 @@ export async function render(main, args, _query, { go }) {
       h("p", {}, exportBtn), exportOut);
   }
   return undefined;
+}
+
+/** The event's footage (pre/post capture included); the server's reason instead when there is none. The media
+ * request carries the session cookie like the snapshot <img>, and seeks with range requests. */
+function clipPlayer(url, ev) {
+  const video = h("video", { id: "event-video", controls: true, playsinline: true, preload: "metadata", src: url,
+    "aria-label": `Recording of ${ev.label} on ${ev.camera}` });
+  video.style.width = "100%"; // CSSOM, not a style attribute: the CSP allows it
+  const box = h("div", { id: "event-clip" }, video);
+  video.addEventListener("error", async () => mount(box, h("p", { class: "muted", id: "clip-reason" },
+    await clipProblem(url))));
+  return box;
+}
+
+/** Why the clip did not play: the server's detail (no footage and why), or a codec the browser lacks. */
+async function clipProblem(url) {
+  try {
+    const res = await fetch(url, { headers: { Range: "bytes=0-0" }, credentials: "same-origin", cache: "no-store" });
+    if (res.ok) return "This browser cannot play the recording; an operator can export it as evidence.";
+    return (await res.json()).detail || `the server answered ${res.status}`;
+  } catch {
+    return "The recording could not be loaded; check that trustcam is running.";
+  }
 }

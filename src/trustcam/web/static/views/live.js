@@ -36,7 +36,8 @@ export async function render(main, args, _query, { go }) {
     h("section", { "aria-labelledby": "live-title" },
       h("h1", { id: "live-title" }, `Live – ${current}`), badges,
       h("div", { class: "live-frame" }, img), status,
-      h("p", {}, h("a", { href: `#/events?camera=${encodeURIComponent(current)}` }, `Events of ${current}`)))));
+      h("p", {}, h("a", { href: `#/events?camera=${encodeURIComponent(current)}` }, `Events of ${current}`), " · ",
+        h("a", { href: `#/timeline/${encodeURIComponent(current)}` }, `Recordings timeline of ${current}`)))));
 
   const timer = setInterval(async () => { // health badges refresh; the video keeps its own connection
     try {
