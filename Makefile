@@ -42,6 +42,7 @@ $(VENV)/.installed: pyproject.toml
 
 # Copies pinned models from TRUSTCAM_MODEL_SOURCES (checking sha256); downloads only if absent there.
 models: $(VENV)/.installed
+	echo "$(TRUSTCAM_HOME)" > $(VENV)/trustcam-home  # .venv/bin/trustcam finds these models without variables
 	$(BIN)/trustcam models install
 
 lint: setup

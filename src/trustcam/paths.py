@@ -6,13 +6,24 @@ One place decides this so that the CLI, the Makefile and the tests agree without
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+
+HOME_MARKER = "trustcam-home"  # in the virtualenv's root: the state folder chosen when it was installed
 
 
 def data_home() -> Path:
-    """Root of trustcam's state: ``$TRUSTCAM_HOME``, else ``$XDG_DATA_HOME/trustcam``, else ``~/.local/share``."""
+    """Root of trustcam's state: ``$TRUSTCAM_HOME``, else the folder recorded in ``<venv>/trustcam-home``, else
+    ``$XDG_DATA_HOME/trustcam``, else ``~/.local/share/trustcam``.
+
+    Why the marker: ``make`` installs the models into ``./var`` of the checkout and writes that path into the
+    virtualenv it made, so ``.venv/bin/trustcam`` (activated or not) finds them with no variable set.
+    """
     if env := os.environ.get("TRUSTCAM_HOME"):
         return Path(env).expanduser()
+    marker = Path(sys.prefix) / HOME_MARKER
+    if marker.is_file() and (recorded := marker.read_text(encoding="utf-8").strip()):
+        return Path(recorded).expanduser()
     xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(xdg).expanduser() / "trustcam"
 
