@@ -124,7 +124,11 @@ def test_zone_change_is_persisted_with_backup_and_audited(configured):
                                                    "detector": {"score_threshold": 0.35}})
         assert answer.status_code == 200, answer.text
         assert answer.json()["restart_required"] is True and "restart" in answer.json()["detail"]
-        assert client.get("/api/config").json()["restart_pending"] is True
+        after = client.get("/api/config").json()
+        assert after["restart_pending"] is True
+        assert after["config"]["cameras"]["front"]["zones"]["door"]["coordinates"] == ZONE  # still running
+        assert after["saved"]["cameras"]["front"]["zones"]["door"]["coordinates"] == new_zone  # what an editor shows
+        assert after["saved"]["detector"] == {"score_threshold": 0.35} and "source" not in str(after["saved"])
         entry = client.get("/api/audit", params={"action": "config_change", "limit": 1}).json()["entries"][0]
     changes = {c["path"]: c for c in entry["details"]["changes"]}
     assert changes["cameras.front.zones"]["before"] == {"door": {"coordinates": ZONE}}

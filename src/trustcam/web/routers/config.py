@@ -35,10 +35,11 @@ Spec = dict[str, Any]
 CAMERA: Spec = {
     "enabled": LEAF,
     "detect": {"fps": LEAF},
-    "motion": {"threshold": LEAF, "min_area": LEAF, "global_change": LEAF},
-    "objects": {"track": LEAF, "filters": LEAF},
+    "motion": {"threshold": LEAF, "min_area": LEAF, "global_change": LEAF, "mask": LEAF},
+    "objects": {"track": LEAF, "filters": LEAF, "mask": LEAF},
     "zones": LEAF,
     "rules": LEAF,
+    "privacy_masks": LEAF,
     "tamper": {"enabled": LEAF, "confirm_s": LEAF},
     "canary": {"enabled": LEAF, "every_s": LEAF, "deadline_s": LEAF},
     "drift": {"enabled": LEAF, "window_s": LEAF, "check_every_s": LEAF, "min_samples": LEAF},
@@ -161,10 +162,32 @@ def redacted(ctx: AppContext) -> dict[str, Any]:
     return data
 
 
+def _pick(data: Any, spec: Spec) -> dict[str, Any]:
+    """Only the allow-listed fields of ``data`` (a full config as a dict): nothing secret, no paths."""
+    out: dict[str, Any] = {}
+    for key, sub in spec.items():
+        for name in (data if key == "*" else [key] if key in data else []):
+            out[name] = data[name] if sub is LEAF else _pick(data[name], sub)
+    return out
+
+
+def _saved(ctx: AppContext) -> dict[str, Any] | None:
+    """The changeable fields as the config file holds them now: after a PATCH they differ from the running config
+    until the restart, and an editor must start from them, or a second save would undo the first."""
+    if ctx.config_path is None:
+        return None
+    try:
+        settings = parse_settings(_read_config(ctx.config_path), str(ctx.config_path))
+    except (ConfigError, Refused, OSError):
+        return None  # edited by hand into something invalid: the running config is all there is to show
+    return _pick(settings.model_dump(mode="json"), ALLOWED)
+
+
 @router.get("/api/config", summary="The running config, with paths and secrets redacted")
 def get_config(ctx: Ctx, _principal: Admin) -> dict[str, Any]:
+    """``saved``: the changeable fields as saved in the file (applied at the next restart when they differ)."""
     return {"config": redacted(ctx), "changeable": _allowed_paths(ALLOWED),
-            "restart_pending": bool(ctx.extras.get("config_changed"))}
+            "restart_pending": bool(ctx.extras.get("config_changed")), "saved": _saved(ctx)}
 
 
 @router.patch("/api/config", summary="Change declared fields (applied at the next restart)")
