@@ -23,7 +23,7 @@ from trustcam.config.schema import CameraConfig, DriftConfig, Settings
 from trustcam.events.builder import SnapshotStore
 from trustcam.events.model import CameraCoverage, EventEnded
 from trustcam.ingest.frame import Frame
-from trustcam.ingest.source import DecodeReport, SourceError, VideoSource, source_kind
+from trustcam.ingest.source import DecodeReport, SourceError, TapFanout, VideoSource, source_kind
 from trustcam.ingest.stream import LiveStream
 from trustcam.monitor.canary import CanaryMonitor
 from trustcam.monitor.drift import DriftMonitor
@@ -224,10 +224,13 @@ class CameraWorker(threading.Thread):
         self.camera_name = name
         self.recorder = (Recorder(name, camera.record, vault, bus)
                          if camera.record.enabled and vault is not None else None)
+        # every camera has taps, recorded or not: live video (trustcam.web.live_mse) attaches to them when watched
+        self.taps = TapFanout()
+        if self.recorder is not None:
+            self.taps.add(self.recorder.on_packet, self.recorder.on_connection)
         self.stream = LiveStream(camera.source, fps=camera.detect.fps, size=detect_size(camera),
                                  timeout_s=camera.timeout_s, rtsp_transport=camera.rtsp_transport,
-                                 packet_tap=self.recorder.on_packet if self.recorder else None,
-                                 connection_tap=self.recorder.on_connection if self.recorder else None)
+                                 packet_tap=self.taps.on_packet, connection_tap=self.taps.on_connection)
         detector = build_supervised_detector(settings, lambda change: bus.publish(CameraCoverage(name, change)))
         self.pipeline = CameraPipeline(name, camera, settings, detector, bus, snapshot_dir, snapshot_store)
         self._new_pipeline: Callable[[], CameraPipeline] = lambda: CameraPipeline(

@@ -5,6 +5,8 @@ The clip is the decrypted segments overlapping the event ± the camera's pre/pos
 PyAV decodes; ranges answer 206 with the exact bytes (416 when unsatisfiable); a built clip is cached, so the
 browser's many range requests make one audited view; an event on a camera the viewer may not see answers exactly
 like a missing event; no footage answers 404 with the reason (recording off, deleted, none in that mode).
+GET /api/cameras/{name}/recording.mp4 (the timeline player) answers the segments overlapping a time range through
+the same builder, says where the footage starts, is bounded to 30 min, and hides cameras not granted.
 """
 
 from __future__ import annotations
@@ -194,6 +196,52 @@ def test_no_vault_and_too_long_footage_are_refused_with_the_reason(clips, monkey
         answer = client.get(f"/api/events/{LONG}/clip.mp4")
         assert answer.status_code == 413, answer.text
         assert "more than the" in answer.json()["detail"] and "export it as evidence" in answer.json()["detail"]
+
+
+def test_recording_by_time_is_the_overlapping_segments_with_their_wall_clock_start(clips):
+    server, tokens, parts = clips
+    url = "/api/cameras/back/recording.mp4"
+    window = {"start": T0 + SEG_S + 1.0, "end": T0 + 2 * SEG_S + 1.0}  # inside segment 1, into segment 2
+    with server.client(tokens["operator"]) as client:
+        whole = client.get(url, params=window)
+        assert whole.status_code == 200, whole.text
+        assert whole.headers["content-type"] == "video/mp4" and whole.headers["accept-ranges"] == "bytes"
+        assert float(whole.headers["x-footage-start"]) == T0 + SEG_S  # whole segments: from segment 1's start
+        assert float(whole.headers["x-footage-end"]) == T0 + 3 * SEG_S
+        assert float(whole.headers["x-footage-fps"]) > 0
+        assert _decoded(whole.content)[0] == sum(_decoded(part)[0] for part in parts[1:])
+        part = client.get(url, params=window, headers={"Range": "bytes=10-19"})
+        assert part.status_code == 206 and part.content == whole.content[10:20]
+        iso = client.get(url, params={"start": "2023-11-14T22:13:20", "end": "2023-11-14T22:13:21"})  # T0, UTC
+        assert iso.status_code == 200 and float(iso.headers["x-footage-start"]) == T0
+        too_long = client.get(url, params={"start": T0, "end": T0 + 1801})
+        assert too_long.status_code == 422 and "range too long" in too_long.json()["detail"]
+        inverted = client.get(url, params={"start": T0 + 5, "end": T0})
+        assert inverted.status_code == 422 and "end must be after start" in inverted.json()["detail"]
+        none = client.get(url, params={"start": T0 + 100, "end": T0 + 200})
+        assert none.status_code == 404 and "no recorded segment of camera 'back'" in none.json()["detail"]
+        shredded = client.get("/api/cameras/side/recording.mp4", params={"start": T0, "end": T0 + 2})
+        assert shredded.status_code == 404 and "retention: 30 days" in shredded.json()["detail"]
+    with server.client(tokens["admin"]) as admin:
+        views = admin.get("/api/audit", params={"action": "view_recording"}).json()["entries"]
+    assert sorted((e["user"], e["target"], e["details"]["segments"]) for e in views) == [  # one per build
+        ("operator", "back", 1), ("operator", "back", 2)]
+
+
+def test_recording_of_a_camera_not_granted_answers_like_a_missing_one(clips):
+    server, tokens, _ = clips
+    params = {"start": T0, "end": T0 + 10}
+    with server.client(tokens["viewer"]) as viewer:  # granted 'front' only; 'back' has footage
+        hidden = viewer.get("/api/cameras/back/recording.mp4", params=params)
+        missing = viewer.get("/api/cameras/nosuch/recording.mp4", params=params)
+        assert hidden.status_code == missing.status_code == 404
+        assert hidden.content.replace(b"back", b"<name>") == missing.content.replace(b"nosuch", b"<name>")
+        assert {k: v for k, v in hidden.headers.items() if k not in ("date", "content-length")} == \
+               {k: v for k, v in missing.headers.items() if k not in ("date", "content-length")}
+        off = viewer.get("/api/cameras/front/recording.mp4", params=params)  # its own camera: the reason
+        assert off.status_code == 404 and "recording is disabled for camera 'front'" in off.json()["detail"]
+    with server.client() as anonymous:
+        assert anonymous.get("/api/cameras/back/recording.mp4", params=params).status_code == 401
 
 
 def test_clip_cache_is_a_bounded_lru_with_a_lifetime():

@@ -196,6 +196,10 @@ def test_grid_ui(running_server, browser) -> None:
 
     page.locator("#camera-grid .tile a").first.click()  # a tile opens that camera's live view
     page.locator("#live-title", has_text="yard").wait_for()
-    assert _decoded(page.locator("#live-img")) > 0
+    video = page.locator("#live-video")  # low-latency live (MSE): frames are presented
+    deadline = time.monotonic() + 20
+    while video.evaluate("v => v.getVideoPlaybackQuality().totalVideoFrames") == 0:
+        assert time.monotonic() < deadline, "the live video of yard showed no frame in 20 s"
+        time.sleep(0.5)
     assert not problems, problems
     context.close()

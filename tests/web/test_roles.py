@@ -68,6 +68,7 @@ EXPECTED: dict[tuple[str, str], frozenset[Role] | str] = {
     ("GET", "/api/cameras/{name}/live.mjpeg"): SEE,
     ("GET", "/api/cameras/{name}/snapshot.jpg"): SEE,
     ("GET", "/api/cameras/{name}/timeline"): SEE,
+    ("GET", "/api/cameras/{name}/recording.mp4"): SEE,
     ("POST", "/api/cameras/{name}/export"): frozenset({OP, A}),
     ("GET", "/api/events"): SEE,
     ("GET", "/api/events/{event_id}"): SEE,
@@ -105,6 +106,7 @@ SUCCESS: dict[tuple[str, str], int | dict[str, int]] = {
     ("POST", "/api/events/{event_id}/export"): 409,  # no footage: this server records nothing
     ("GET", "/api/events/{event_id}/clip.mp4"): 404,  # no footage (the reason in the detail): nothing recorded
     ("POST", "/api/cameras/{name}/export"): 422,  # no start/end given
+    ("GET", "/api/cameras/{name}/recording.mp4"): 422,  # no start/end given
     ("POST", "/api/users"): 201, ("DELETE", "/api/users/{username}"): 204, ("DELETE", "/api/tokens/{token_id}"): 204,
 }
 

@@ -104,7 +104,7 @@ def test_ui_story(running_server, browser) -> None:
     assert page.locator("#recovery-codes li").count() >= 8
     shot(page, "03-recovery-codes")
     page.get_by_role("button", name="I have saved them").click()
-    page.locator("#live-img").wait_for()
+    page.locator("#live-video, #live-img").first.wait_for()
 
     # 2. Sign out, sign in again with password + TOTP.
     page.get_by_role("button", name="Sign out").click()
@@ -117,11 +117,20 @@ def test_ui_story(running_server, browser) -> None:
     shot(page, "05-login-totp")
     page.get_by_role("button", name="Verify").click()
 
-    # 3. Live view: a real, moving MJPEG picture and the camera's health.
-    page.locator("#live-img").wait_for()
+    # 3. Live view: low-latency video (MSE over WebSocket) that plays, and the camera's health.
+    video = page.locator("#live-video")
+    video.wait_for()
     assert page.locator("#whoami").inner_text() == f"{ADMIN} (admin)"
     assert page.locator("#camera-list li").count() == 2
+    deadline = time.monotonic() + 20
+    while video.evaluate("v => v.currentTime") < 1.0:  # the person clip plays: time advances
+        assert time.monotonic() < deadline, "the live video did not play in 20 s"
+        time.sleep(0.5)
+    assert video.evaluate("v => v.getVideoPlaybackQuality().totalVideoFrames") > 0
+    # ... and the MJPEG fallback: a real, moving picture
+    page.goto(server.url + "/#/live/office?mode=mjpeg")
     img = page.locator("#live-img")
+    img.wait_for()
     assert natural_width(img) > 0
     first = img.screenshot()
     deadline = time.monotonic() + 15
@@ -193,7 +202,7 @@ def test_ui_story(running_server, browser) -> None:
     page.get_by_role("button", name="Sign out").click()
 
     sign_in(page, VIEWER, VIEWER_PW)
-    page.locator("#live-img").wait_for()
+    page.locator("#live-video, #live-img").first.wait_for()
     assert page.locator("#whoami").inner_text() == f"{VIEWER} (viewer)"
     assert page.locator("#camera-list li").all_inner_texts()[0].startswith("office")
     assert page.locator("#camera-list li").count() == 1
@@ -201,7 +210,7 @@ def test_ui_story(running_server, browser) -> None:
     assert "Events" in nav and not any(word in nav for word in ("Users", "API tokens", "Audit"))
     shot(page, "12-viewer-live")
     page.goto(server.url + "/#/users")  # typed by hand: refused, back to live
-    page.locator("#live-img").wait_for()
+    page.locator("#live-video, #live-img").first.wait_for()
     assert page.locator("#user-form").count() == 0
     # The server is the authority: the other camera does not exist for the viewer; admin routes are forbidden.
     assert context.request.get(f"{server.url}/api/cameras/yard/snapshot.jpg").status == 404

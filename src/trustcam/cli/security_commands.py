@@ -63,6 +63,8 @@ def users_create(
     camera: Annotated[list[str] | None, typer.Option("--camera", help="Grant this camera (repeat); default all.")]
     = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+    unmasked: Annotated[bool, typer.Option("--unmasked", help="May see behind cameras' privacy masks and export "
+                                           "their evidence (no role implies it, admins included).")] = False,
 ) -> None:
     """Create a user (the password is asked twice, or read from stdin)."""
     with user_errors():
@@ -73,9 +75,10 @@ def users_create(
         if camera and (unknown := sorted(set(camera) - set(service.settings.cameras))):
             raise SecurityError(2, f"unknown camera(s) {', '.join(unknown)}; configured: "
                                 f"{', '.join(service.settings.cameras) or 'none'}")
-        user = service.users.create(username.strip().lower(), _read_password(password_stdin), chosen, camera)
+        user = service.users.create(username.strip().lower(), _read_password(password_stdin), chosen, camera,
+                                    unmasked=unmasked)
         service.record("user.create", username=_actor(), client="cli", target=user.username, role_set=chosen.value,
-                       cameras=camera)
+                       cameras=camera, unmasked=unmasked)
         service.close()
         mfa = " (must enrol TOTP at first login)" if service.mfa_required(user) else ""
         say(f"created {user.role.value} '{user.username}'{mfa}")
@@ -87,7 +90,8 @@ def users_list(config: ConfigOption = None) -> None:
     with user_errors():
         for user in _service(config).users.all():
             cameras = "all" if user.cameras is None else ",".join(sorted(user.cameras)) or "none"
-            flags = [f for f, on in (("mfa", user.mfa_enabled), ("DISABLED", user.disabled)) if on]
+            flags = [f for f, on in (("mfa", user.mfa_enabled), ("unmasked", user.unmasked),
+                                     ("DISABLED", user.disabled)) if on]
             typer.echo(f"{user.username}\t{user.role.value}\tcameras={cameras}\t{' '.join(flags)}".rstrip())
 
 
@@ -131,6 +135,23 @@ def users_delete(username: UsernameArg, config: ConfigOption = None) -> None:
 def users_reset_mfa(username: UsernameArg, config: ConfigOption = None) -> None:
     """Forget the user's TOTP and recovery codes (lost phone); they enrol again at the next login."""
     _change(config, username, "reset-mfa")
+
+
+@users_app.command("grant-unmasked")
+def users_grant_unmasked(
+    username: UsernameArg,
+    config: ConfigOption = None,
+    revoke: Annotated[bool, typer.Option("--revoke", help="Take the permission away instead.")] = False,
+) -> None:
+    """Let the user see behind cameras' privacy masks and export their evidence (--revoke: no longer). Open live
+    views of a user who loses it end within seconds."""
+    with user_errors():
+        service = _service(config)
+        user = service.users.update(service.users.need(username), unmasked=not revoke)
+        service.record("unmasked.revoke" if revoke else "unmasked.grant", username=_actor(), client="cli",
+                       target=user.username)
+        service.close()
+        say(f"{user.username}: {'no longer sees' if revoke else 'now sees'} behind privacy masks")
 
 
 WitnessOption = Annotated[Path | None, typer.Option(

@@ -328,6 +328,28 @@ class CameraConfig(StrictModel):
         description="When no detector is left (AI blind): fail_open raises an alert for any motion; fail_closed "
         "only raises the AI-blind alert.",
     )
+    privacy_masks: list[Polygon] = Field(
+        default_factory=list,
+        description="Polygons [[x, y], ...] (fractions of the frame, 0..1) blacked out in live view, snapshots and "
+        "clips for every user without the `unmasked` permission (e.g. a neighbour's window); such users cannot "
+        "export evidence of this camera. The vault keeps the original footage and detection still sees it.",
+    )
+
+    @field_validator("privacy_masks", mode="before")
+    @classmethod
+    def _privacy_polygons(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        checked = []
+        for number, polygon in enumerate(value, 1):
+            if not isinstance(polygon, list) or not all(isinstance(p, list | tuple) for p in polygon):
+                raise ValueError(f"privacy mask {number} must be a polygon [[x, y], ...], got {polygon!r}; "
+                                 "privacy_masks is a list of polygons: [[[x, y], [x, y], [x, y]], ...]")
+            try:
+                checked.append(_check_polygon(polygon))
+            except ValueError as exc:
+                raise ValueError(f"privacy mask {number}: {exc}") from None
+        return checked
 
     @field_validator("zones")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,42 @@ no decoding for it)."""
 ConnectionTap = Callable[[av.video.stream.VideoStream | None], None]
 """Called with the video stream when a connection opens (before its first packet), and with None when it ends,
 so that a recording starts a new segment on each connection and closes it when the stream stops."""
+
+
+class TapFanout:
+    """Several packet and connection taps on one stream (the recorder, live video): each gets every call, and one
+    that fails does not keep the others from theirs. Taps may be added while the stream runs (live video attaches
+    when the first viewer comes)."""
+
+    def __init__(self) -> None:
+        self._taps: tuple[tuple[PacketTap | None, ConnectionTap | None], ...] = ()
+        self._lock = threading.Lock()
+        self.errors = 0
+
+    def add(self, packet_tap: PacketTap | None, connection_tap: ConnectionTap | None = None) -> None:
+        with self._lock:  # copy on write: the reader thread iterates a tuple that never changes under it
+            self._taps = (*self._taps, (packet_tap, connection_tap))
+
+    def __len__(self) -> int:
+        return len(self._taps)
+
+    def on_packet(self, packet: av.Packet, stream: av.video.stream.VideoStream) -> None:
+        for tap, _ in self._taps:
+            if tap is not None:
+                self._call(tap, packet, stream)
+
+    def on_connection(self, stream: av.video.stream.VideoStream | None) -> None:
+        for _, tap in self._taps:
+            if tap is not None:
+                self._call(tap, stream)
+
+    def _call(self, tap: Callable[..., None], *args: object) -> None:
+        try:
+            tap(*args)
+        except Exception:
+            self.errors += 1
+            if self.errors == 1 or self.errors % 1000 == 0:
+                log.exception("packet tap %r failed (%d times; the other taps and analysis go on)", tap, self.errors)
 
 
 class SourceError(UserError):

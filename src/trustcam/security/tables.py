@@ -30,6 +30,7 @@ class UserRow(Base):
     disabled: Mapped[int] = mapped_column(Integer, default=0)
     created: Mapped[float] = mapped_column(Float)
     updated: Mapped[float] = mapped_column(Float)
+    unmasked: Mapped[int] = mapped_column(Integer, default=0)  # sees behind privacy masks (migration 0008)
 
 
 class SessionRow(Base):

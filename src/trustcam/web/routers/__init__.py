@@ -6,7 +6,7 @@ import importlib
 
 from fastapi import APIRouter
 
-OWN = ("system", "cameras", "events", "recordings", "timeline", "alerts", "config")
+OWN = ("system", "cameras", "events", "recordings", "timeline", "alerts", "config", "live_ws")
 SECURITY = ("auth", "me", "users", "audit")
 
 

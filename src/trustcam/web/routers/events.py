@@ -22,6 +22,7 @@ from trustcam.security.roles import Role
 from trustcam.storage.reviews import Reviews, ReviewState, Verdict, reviewed_clause
 from trustcam.storage.schema import EventRow
 from trustcam.storage.vault import VaultError
+from trustcam.vision.privacy import export_refusal, mask_jpeg, must_mask
 from trustcam.web.auth import Principal, audit, require, require_camera
 from trustcam.web.context import AppContext, Ctx
 from trustcam.web.models import ApiModel
@@ -127,7 +128,12 @@ async def event_snapshot(request: Request, event_id: EventId, ctx: Ctx,
     if not row.snapshot:
         raise HTTPException(404, f"event '{event_id}' has no snapshot")
     data = await run_in_threadpool(_read_snapshot, ctx, row.snapshot)
-    audit(request, principal, "view_snapshot", f"event:{row.id}", camera=row.camera)
+    camera = ctx.settings.cameras.get(row.camera)
+    masked = must_mask(principal, camera)
+    if masked:
+        assert camera is not None  # must_mask is False without a camera config
+        data = await run_in_threadpool(mask_jpeg, data, camera.privacy_masks)
+    audit(request, principal, "view_snapshot", f"event:{row.id}", camera=row.camera, masked=masked)
     return Response(data, media_type="image/png" if data.startswith(b"\x89PNG") else "image/jpeg")
 
 
@@ -159,6 +165,10 @@ async def export(request: Request, event_id: EventId, ctx: Ctx, principal: Opera
     from trustcam.storage.evidence import build_bundle
 
     row = _event(ctx, principal, event_id)
+    if must_mask(principal, ctx.settings.cameras.get(row.camera)):
+        audit(request, principal, "export_event", f"event:{row.id}", outcome="refused", camera=row.camera,
+              reason="privacy masks")
+        raise HTTPException(403, export_refusal(row.camera))
     if ctx.vault is None:
         audit(request, principal, "export_event", f"event:{row.id}", outcome="refused", camera=row.camera,
               reason="no vault")

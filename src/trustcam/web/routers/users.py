@@ -17,6 +17,8 @@ from trustcam.web.models import ApiModel
 
 router = APIRouter(tags=["users"])
 Admin = Annotated[Principal, Depends(require(Role.admin))]
+UNMASKED_HELP = ("See behind cameras' privacy masks (live, snapshots, clips) and export their evidence; no role "
+                 "implies it, admins included.")
 
 
 
@@ -26,6 +28,7 @@ class UserOut(ApiModel):
     cameras: list[str] | None = Field(description="Cameras granted; null means all.")
     mfa_enrolled: bool
     disabled: bool
+    unmasked: bool = Field(description="Sees behind cameras' privacy masks and may export their evidence.")
     created: float
     updated: float
 
@@ -33,7 +36,7 @@ class UserOut(ApiModel):
     def of(cls, user: User) -> UserOut:
         return cls(username=user.username, role=user.role, cameras=None if user.cameras is None
                    else sorted(user.cameras), mfa_enrolled=user.mfa_enabled, disabled=user.disabled,
-                   created=user.created, updated=user.updated)
+                   unmasked=user.unmasked, created=user.created, updated=user.updated)
 
 
 class UserCreate(ApiModel):
@@ -41,6 +44,7 @@ class UserCreate(ApiModel):
     password: str = Field(max_length=1024, description="At least 12 characters, zxcvbn strength 3 or more.")
     role: Role
     cameras: list[str] | None = Field(None, description="Cameras granted; null or absent means all.")
+    unmasked: bool = Field(False, description=UNMASKED_HELP)
 
 
 class UserPatch(ApiModel):
@@ -48,6 +52,7 @@ class UserPatch(ApiModel):
     cameras: list[str] | None = Field(None, description="Cameras granted; null means all (omit to keep).")
     disabled: bool | None = Field(None, description="True ends every session and refuses logins.")
     reset_mfa: bool = Field(False, description="Forget the user's TOTP and recovery codes; they enrol again.")
+    unmasked: bool | None = Field(None, description=UNMASKED_HELP + " Omit to keep.")
 
 
 class TokenOut(ApiModel):
@@ -88,8 +93,10 @@ def create_user(body: UserCreate, request: Request, principal: Admin) -> UserOut
     service = access_control(request)
     with http_errors():
         _known_cameras(request, body.cameras)
-        user = service.users.create(body.username.strip().lower(), body.password, body.role, body.cameras)
-    audit(request, principal, "user.create", user.username, role=user.role.value, cameras=body.cameras)
+        user = service.users.create(body.username.strip().lower(), body.password, body.role, body.cameras,
+                                    unmasked=body.unmasked)
+    audit(request, principal, "user.create", user.username, role=user.role.value, cameras=body.cameras,
+          unmasked=user.unmasked)
     return UserOut.of(user)
 
 
@@ -103,13 +110,15 @@ def change_user(username: str, body: UserPatch, request: Request,
             _known_cameras(request, body.cameras)
         user = service.users.update(user, role=body.role,
                                     cameras=body.cameras if "cameras" in body.model_fields_set else False,
-                                    disabled=body.disabled)
+                                    disabled=body.disabled, unmasked=body.unmasked)
         if body.reset_mfa:
             service.users.reset_mfa(user)
             audit(request, principal, "mfa.reset", user.username)
             user = service.users.need(username)
     changes = body.model_dump(exclude_unset=True, mode="json")
     changes.pop("reset_mfa", None)
+    if changes.pop("unmasked", None) is not None:  # its own action: auditors look for who may see behind masks
+        audit(request, principal, "unmasked.grant" if body.unmasked else "unmasked.revoke", user.username)
     if changes:
         audit(request, principal, "user.change", user.username, **changes)
     return UserOut.of(user)

@@ -13,6 +13,7 @@ import * as users from "./views/users.js";
 import * as tokens from "./views/tokens.js";
 import * as audit from "./views/audit.js";
 import * as account from "./views/account.js";
+import * as zones from "./views/zones.js";
 
 const PUBLIC = new Set(["login", "setup"]);
 
@@ -29,6 +30,7 @@ const ROUTES = {
   alerts: [alerts.render, "video"],
   users: [users.render, "admin"],
   tokens: [tokens.render, "admin"],
+  zones: [zones.render, "admin"],
   audit: [audit.render, "audit"],
   account: [account.render, "any"],
 };
@@ -70,6 +72,7 @@ function renderNav(current) {
     ["events", "Events", "video"],
     ["alerts", "Alerts & health", "video"],
     ["users", "Users", "admin"], ["tokens", "API tokens", "admin"], ["audit", "Audit", "audit"],
+    ["zones", "Zones", "admin"],
     ["account", "Account", "any"],
   ].filter(([, , need]) => need === "any" || can(need));
   const active = current === "event" ? "events" : current;

@@ -34,8 +34,12 @@ export async function render(main, args, _query, { go }) {
   snap.addEventListener("error", () => snap.replaceWith(h("p", { class: "muted" }, "No snapshot for this event.")));
   const player = clipPlayer(`${path}/clip.mp4`, ev);
 
+  const at = new Date(ev.start * 1000); // the timeline of the event's (local) day, its player at the event
+  const day = `${at.getFullYear()}-${String(at.getMonth() + 1).padStart(2, "0")}-${String(at.getDate()).padStart(2, "0")}`;
   const section = h("section", { id: "event-detail" },
-    h("p", {}, h("a", { href: `#/events?camera=${encodeURIComponent(ev.camera)}` }, "← Events")),
+    h("p", {}, h("a", { href: `#/events?camera=${encodeURIComponent(ev.camera)}` }, "← Events"), " · ",
+      h("a", { id: "event-timeline", href: `#/timeline/${encodeURIComponent(ev.camera)}?day=${day}&t=${ev.start}` },
+        "Open in the timeline")),
     h("h1", {}, `${ev.label} on ${ev.camera}`),
     h("div", { class: "event-layout" }, h("div", {}, player, snap), h("div", {}, details,
       history.length ? h("details", {}, h("summary", {}, `Review history (${history.length})`),

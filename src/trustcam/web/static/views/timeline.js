@@ -1,5 +1,6 @@
 // Recordings timeline: one camera, one day. Recorded spans, gaps (hatched, why in the tooltip), event markers
-// (click → the event), alerts; operators export a time range as a signed evidence bundle.
+// (click → the event), alerts; a player (click the bar → play from that time; gaps are skipped to the next recorded
+// stretch); operators export a time range as a signed evidence bundle.
 // Styles go through the CSSOM (el.style), which the page's CSP (style-src 'self') allows, unlike style attributes.
 import { api, can, qs } from "../api.js";
 import { act, field, flash, fromEpoch, h, mount, toEpoch, when } from "../dom.js";
@@ -7,6 +8,11 @@ import { act, field, flash, fromEpoch, h, mount, toEpoch, when } from "../dom.js
 const DAY_S = 86400;
 const GAP_COLOURS = { "not recorded": "#9aa0a6", evicted: "#d9822b", shredded: "#c23030" };
 const THREAT_COLOURS = { high: "#c23030", medium: "#d9822b", low: "#2b7bd9", none: "#555" };
+const WINDOW_S = 300; // footage loaded per request (the server allows 30 min): the next window loads at its end
+const LEAD_S = 30; // a window starts this long before the time asked for, so a step back stays in it
+const SPEEDS = [1, 2, 4, 8];
+const DEFAULT_FPS = 25; // frame step when the server could not tell the clip's frame rate
+const TOUCH = { minHeight: "44px", minWidth: "44px" }; // finger-sized controls on a phone
 
 /** "YYYY-MM-DD" of a Date, local time. */
 function isoDay(date) {
@@ -124,6 +130,157 @@ function exportForm(camera, start, end) {
   return form;
 }
 
+/** Wall-clock time with tenths of a second: frame steps must show. */
+function clockText(seconds) {
+  const d = new Date(seconds * 1000);
+  return `${d.toLocaleDateString()} ${d.toLocaleTimeString([], { hour12: false })}.${Math.floor((seconds % 1) * 10)}`;
+}
+
+/** The player of one camera's day. seek(t) loads the footage around time t (or, when nothing was recorded then,
+ * the start of the next recorded stretch) and positions it there; a window plays into the next one when it ends. */
+function player(camera, data, start, end) {
+  const video = h("video", { id: "timeline-video", playsinline: true, preload: "auto",
+    "aria-label": `Recording of ${camera}` });
+  Object.assign(video.style, { width: "100%", maxHeight: "60vh", background: "#000", display: "block" });
+  const clock = h("output", { id: "tl-clock", "aria-live": "off" }, "–");
+  Object.assign(clock.style, { fontVariantNumeric: "tabular-nums", fontWeight: "bold" });
+  const status = h("p", { id: "tl-player-status", class: "muted", role: "status" },
+    "Click or tap the bar above to play from that time.");
+  const playBtn = h("button", { type: "button", id: "tl-play", disabled: true }, "Play");
+  const stepBtn = h("button", { type: "button", id: "tl-step", class: "secondary", disabled: true,
+    title: "Pause and show the next frame" }, "Next frame");
+  const speeds = SPEEDS.map((rate) => h("button", { type: "button", class: "secondary tl-speed",
+    dataset: { rate: String(rate) }, "aria-pressed": String(rate === 1), "aria-label": `Speed ${rate}×` }, `${rate}×`));
+  for (const button of [playBtn, stepBtn, ...speeds]) Object.assign(button.style, TOUCH);
+  const speedGroup = h("span", { role: "group", "aria-label": "Playback speed" }, speeds);
+  Object.assign(speedGroup.style, { display: "inline-flex", gap: "0.25rem" });
+  const controls = h("div", { class: "tl-controls" }, playBtn, speedGroup, stepBtn, clock);
+  Object.assign(controls.style, { display: "flex", flexWrap: "wrap", gap: "0.5rem", alignItems: "center",
+    margin: "0.5rem 0" });
+  const playhead = h("div", { id: "tl-playhead", "aria-hidden": "true" });
+  Object.assign(playhead.style, { position: "absolute", top: "0", bottom: "0", width: "2px", background: "#111",
+    pointerEvents: "none", display: "none" });
+
+  let clip = null; // {start, end, fps} of the loaded window, wall-clock seconds
+  let rate = 1;
+  let loading = 0; // a newer seek supersedes an older one still loading
+
+  const now = () => (clip ? clip.start + video.currentTime : null);
+  const show = () => {
+    const t = now();
+    if (t === null) return;
+    clock.textContent = clockText(t);
+    clock.dataset.time = t.toFixed(3);
+    place(playhead, t, t, start, end);
+    playhead.style.width = "2px";
+    playhead.style.display = "block";
+  };
+  const setPlaying = () => { playBtn.textContent = video.paused ? "Play" : "Pause"; };
+
+  /** The first recorded moment at or after t: t itself inside a stretch, else the start of the next one. */
+  function recorded(t) {
+    const span = data.spans.find((s) => s.end > t);
+    if (!span) return null;
+    return { t: Math.max(t, span.start), span };
+  }
+
+  async function load(from, to) {
+    const url = `/api/cameras/${encodeURIComponent(camera)}/recording.mp4${qs({ start: from.toFixed(3), end: to.toFixed(3) })}`;
+    const probe = await fetch(url, { headers: { Range: "bytes=0-0" }, credentials: "same-origin", cache: "no-store" });
+    if (!probe.ok) {
+      let detail = `the server answered ${probe.status}`;
+      try { detail = (await probe.json()).detail; } catch { /* not JSON */ }
+      throw new Error(detail);
+    }
+    const found = { start: Number(probe.headers.get("x-footage-start")), end: Number(probe.headers.get("x-footage-end")),
+      fps: Number(probe.headers.get("x-footage-fps")) || DEFAULT_FPS };
+    await new Promise((resolve, reject) => {
+      const done = () => { video.removeEventListener("loadedmetadata", done); video.removeEventListener("error", fail); resolve(); };
+      const fail = () => { video.removeEventListener("loadedmetadata", done); video.removeEventListener("error", fail);
+        reject(new Error("this browser cannot play the recording; an operator can export it as evidence")); };
+      video.addEventListener("loadedmetadata", done);
+      video.addEventListener("error", fail);
+      video.src = url;
+    });
+    return found;
+  }
+
+  async function seek(t, { play = false } = {}) {
+    const ticket = ++loading;
+    const found = recorded(t);
+    if (!found) {
+      status.textContent = `Nothing recorded after ${when(t)} on this day.`;
+      return;
+    }
+    const skipped = found.t - t > 1;
+    const wasPlaying = play || !video.paused;
+    try {
+      if (!clip || found.t < clip.start || found.t >= clip.end - 0.05) {
+        video.pause();
+        status.textContent = `Loading ${when(found.t)}…`;
+        const from = Math.max(found.span.start, found.t - LEAD_S);
+        const next = await load(from, Math.max(Math.min(found.span.end, from + WINDOW_S), found.t + 1));
+        if (ticket !== loading) return;
+        clip = next;
+      }
+      video.defaultPlaybackRate = rate;
+      video.playbackRate = rate;
+      video.currentTime = Math.max(0, found.t - clip.start);
+      playBtn.disabled = false;
+      stepBtn.disabled = false;
+      status.textContent = skipped ? `Nothing recorded at ${when(t)}: skipped to ${when(found.t)}, the next recording.`
+        : `Footage from ${when(clip.start)} to ${when(clip.end)} loaded.`;
+      show();
+      if (wasPlaying) await video.play();
+    } catch (err) {
+      if (ticket === loading) status.textContent = err.message || String(err);
+    }
+  }
+
+  playBtn.addEventListener("click", () => {
+    if (video.paused) video.play().catch((err) => { status.textContent = err.message; });
+    else video.pause();
+  });
+  stepBtn.addEventListener("click", () => {
+    if (!clip) return;
+    video.pause();
+    const next = video.currentTime + 1 / clip.fps;
+    if (clip.start + next >= clip.end) seek(clip.end + 0.01);
+    else video.currentTime = next;
+  });
+  for (const button of speeds) {
+    button.addEventListener("click", () => {
+      rate = Number(button.dataset.rate);
+      video.defaultPlaybackRate = rate;
+      video.playbackRate = rate;
+      for (const other of speeds) other.setAttribute("aria-pressed", String(other === button));
+    });
+  }
+  video.addEventListener("timeupdate", show);
+  video.addEventListener("seeked", show);
+  video.addEventListener("play", setPlaying);
+  video.addEventListener("pause", setPlaying);
+  video.addEventListener("ended", () => { if (clip) seek(clip.end + 0.01, { play: true }); });
+
+  const box = h("div", { id: "timeline-player" }, video, controls, status);
+  return {
+    box, playhead, seek,
+    stop() { loading += 1; video.pause(); video.removeAttribute("src"); video.load(); },
+  };
+}
+
+/** Clicking (tapping) the bar plays from that time; event markers keep their link to the event. */
+function clickToSeek(track, start, end, play) {
+  track.style.cursor = "pointer";
+  track.title = "Click or tap to play from this time";
+  track.addEventListener("click", (e) => {
+    if (e.target.closest("a")) return;
+    const box = track.getBoundingClientRect();
+    const fraction = Math.min(1, Math.max(0, (e.clientX - box.left) / box.width));
+    play.seek(start + fraction * (end - start), { play: true });
+  });
+}
+
 export async function render(main, args, query, { go }) {
   const cameras = await api("GET", "/api/cameras");
   if (!cameras.length) {
@@ -148,9 +305,23 @@ export async function render(main, args, query, { go }) {
     return target(camera, isoDay(new Date(y, m - 1, d + days)));
   };
   const recorded = data.spans.reduce((sum, s) => sum + (s.end - s.start), 0);
+  const play = player(camera, data, start, end);
+  const track = bar(data, start, end);
+  track.append(play.playhead);
+  clickToSeek(track, start, end, play);
+  const playEvent = (ev) => {
+    const button = h("button", { type: "button", class: "secondary tl-play-event", dataset: { start: String(ev.start) },
+      "aria-label": `Play ${ev.label} at ${when(ev.start)}` }, "▶ Play");
+    Object.assign(button.style, TOUCH, { marginLeft: "0.5rem" });
+    button.addEventListener("click", () => {
+      play.box.scrollIntoView({ block: "nearest" });
+      play.seek(ev.start - 2, { play: true });
+    });
+    return button;
+  };
   const list = data.events.length ? h("ul", { id: "timeline-events" }, data.events.map((ev) => h("li", {},
-    h("a", { href: `#/events/${encodeURIComponent(ev.id)}` }, `${when(ev.start)} ${ev.label}`), ` (threat ${ev.threat})`)))
-    : h("p", { class: "muted" }, "No event on this day.");
+    h("a", { href: `#/events/${encodeURIComponent(ev.id)}` }, `${when(ev.start)} ${ev.label}`), ` (threat ${ev.threat})`,
+    playEvent(ev)))) : h("p", { class: "muted" }, "No event on this day.");
 
   mount(main, h("section", { id: "timeline", "aria-labelledby": "timeline-title" },
     h("h1", { id: "timeline-title" }, `Timeline – ${camera}`),
@@ -159,10 +330,13 @@ export async function render(main, args, query, { go }) {
     h("p", { class: "muted", id: "timeline-summary" },
       `${(recorded / 3600).toFixed(1)} h recorded of ${((Math.min(end, Date.now() / 1000) - start) / 3600).toFixed(1)} h`,
       `, ${data.events.length}${data.events_truncated ? "+" : ""} event(s), ${data.alerts.length} alert(s).`),
-    bar(data, start, end), ticks(start, end), legend(),
+    track, ticks(start, end), legend(),
+    h("h2", {}, "Playback"), play.box,
     h("h2", {}, "Events"), list,
     h("p", {}, h("a", { href: `#/live/${encodeURIComponent(camera)}` }, `Live – ${camera}`), " · ",
       h("a", { href: `#/events?camera=${encodeURIComponent(camera)}` }, `All events of ${camera}`)),
     can("review") ? exportForm(camera, start, end) : null));
-  return undefined;
+  const at = Number(query.t); // #/timeline/cam?day=…&t=EPOCH: open the player at that time (paused)
+  if (Number.isFinite(at) && at >= start && at < end) play.seek(at);
+  return () => play.stop();
 }
