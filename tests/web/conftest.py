@@ -115,3 +115,15 @@ def server_config(tmp_path: Path, person_video: Path, car_video: Path) -> Path:
 def running_server(tmp_path: Path, server_config: Path, installed_models: None) -> Iterator[RunningServer]:
     with start_server(server_config, tmp_path / "server.log") as server:
         yield server
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    """Chromium from the system package, driven by Playwright (no browser download)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
+        yield browser
+        browser.close()

@@ -18,7 +18,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from web_helpers import PASSWORD, InProcessServer, bootstrap, person_camera, write_config
+from web_helpers import (
+    PASSWORD,
+    InProcessServer,
+    bootstrap,
+    natural_width,
+    person_camera,
+    shot,
+    video_plays,
+    write_config,
+)
 
 from support import free_port
 from trustcam.bus import Bus
@@ -30,8 +39,6 @@ from trustcam.storage.database import open_database
 from trustcam.vision.detectors.failover import CoverageChange
 from trustcam.web.context import AppContext
 
-REPO = Path(__file__).resolve().parents[2]
-SHOTS = REPO / "test-artifacts" / "ui"
 GROUPS = {
     "street": {"cameras": ["front", "back"], "order": 2},  # holds the viewer's camera and a hidden one
     "garden": {"cameras": ["back", "shed"], "order": 1},  # no camera of the viewer's: must not be listed at all
@@ -125,29 +132,7 @@ def server_config(tmp_path: Path, person_video: Path, car_video: Path) -> Path:
     }, camera_groups={"inside": {"cameras": ["office"], "order": 1}, "outside": {"cameras": ["yard"], "order": 2}})
 
 
-@pytest.fixture
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield browser
-        browser.close()
-
-
-def _decoded(img, timeout_s: float = 30.0) -> int:
-    """naturalWidth once the image has decoded a picture (wait_for_function would need 'unsafe-eval')."""
-    deadline = time.monotonic() + timeout_s
-    while (width := img.evaluate("img => img.naturalWidth")) == 0:
-        assert time.monotonic() < deadline, "the tile never decoded a picture"
-        time.sleep(0.25)
-    return width
-
-
-def _shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def test_grid_ui(running_server, browser) -> None:
@@ -173,12 +158,12 @@ def test_grid_ui(running_server, browser) -> None:
     assert tiles.count() == 2
     assert [tiles.nth(i).get_attribute("data-camera") for i in range(2)] == ["office", "yard"]
     for i in range(2):
-        assert _decoded(tiles.nth(i).locator("img")) > 0
+        assert natural_width(tiles.nth(i).locator("img")) > 0
     tiles.first.locator(".badges", has_text="connected").wait_for(timeout=20_000)  # health badge refreshes
     assert "AI full" in tiles.first.inner_text()
     desktop = [tiles.nth(i).bounding_box() for i in range(2)]
     assert desktop[0]["y"] == desktop[1]["y"] and desktop[1]["x"] > desktop[0]["x"], desktop  # side by side
-    _shot(page, "grid-desktop")
+    shot(page, "grid-desktop")
 
     page.set_viewport_size({"width": 390, "height": 844})
     time.sleep(0.3)  # layout settles
@@ -186,7 +171,7 @@ def test_grid_ui(running_server, browser) -> None:
     assert abs(phone[0]["x"] - phone[1]["x"]) < 1, phone  # one column: same left edge...
     assert phone[1]["y"] >= phone[0]["y"] + phone[0]["height"], phone  # ...stacked
     assert phone[0]["x"] + phone[0]["width"] <= 390, phone  # no sideways scrolling
-    _shot(page, "grid-390")
+    shot(page, "grid-390")
 
     page.set_viewport_size({"width": 1280, "height": 900})
     page.locator("#grid-group").select_option("outside")
@@ -196,10 +181,6 @@ def test_grid_ui(running_server, browser) -> None:
 
     page.locator("#camera-grid .tile a").first.click()  # a tile opens that camera's live view
     page.locator("#live-title", has_text="yard").wait_for()
-    video = page.locator("#live-video")  # low-latency live (MSE): frames are presented
-    deadline = time.monotonic() + 20
-    while video.evaluate("v => v.getVideoPlaybackQuality().totalVideoFrames") == 0:
-        assert time.monotonic() < deadline, "the live video of yard showed no frame in 20 s"
-        time.sleep(0.5)
+    video_plays(page.locator("#live-video"))  # low-latency live (MSE) of yard plays
     assert not problems, problems
     context.close()

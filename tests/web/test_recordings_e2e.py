@@ -20,14 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
-from web_helpers import PASSWORD, bearer, bootstrap, person_camera, write_config
+from web_helpers import PASSWORD, bearer, bootstrap, person_camera, shot, write_config
 
 from trustcam.config.loader import load_settings
 from trustcam.storage.keys import load_signing_key
 from trustcam.storage.vault import public_key_fingerprint
 
-REPO = Path(__file__).resolve().parents[2]
-SHOTS = REPO / "test-artifacts" / "ui"
 SEGMENT_S, PRE_S, POST_S = 2.0, 2.0, 2.0
 WAIT_S = 100.0  # the first person walks in 7 s into the clip; the event ends ~15 s later
 
@@ -75,10 +73,6 @@ def _wait(condition, message: str, timeout_s: float = 20.0) -> None:
         assert time.monotonic() < deadline, message
         time.sleep(0.2)
 
-
-def _shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def _clock(page) -> float:
@@ -175,12 +169,12 @@ def _event_clip(page, server: RunningServer, event: dict) -> None:
     assert video.evaluate("v => v.getVideoPlaybackQuality().totalVideoFrames") > 0
     assert video.evaluate("v => v.error") is None
     video.evaluate("v => v.pause()")
-    _shot(page, "event-clip-desktop")
+    shot(page, "event-clip-desktop")
     page.set_viewport_size({"width": 390, "height": 844})
     time.sleep(0.3)  # layout settles
     box = video.bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, box  # fits the phone
-    _shot(page, "event-clip-390")
+    shot(page, "event-clip-390")
     page.set_viewport_size({"width": 1280, "height": 900})
 
 
@@ -216,7 +210,7 @@ def _timeline(page, server: RunningServer, event: dict) -> None:
     assert abs(video.evaluate("v => v.currentTime") - before - 0.1) < 0.01  # one frame of the 10 fps clip
     assert abs(_clock(page) - moment - 0.1) < 0.05 and video.evaluate("v => v.paused")
     assert video.evaluate("v => v.error") is None
-    _shot(page, "timeline-desktop")
+    shot(page, "timeline-desktop")
 
     page.set_viewport_size({"width": 390, "height": 844})
     time.sleep(0.3)
@@ -228,4 +222,4 @@ def _timeline(page, server: RunningServer, event: dict) -> None:
     page.locator("#timeline-bar").click(position={"x": 2, "y": 24})
     _wait(lambda: video.evaluate("v => !v.paused"), "a tap on the bar did not play at 390 px")
     video.evaluate("v => v.pause()")
-    _shot(page, "timeline-390")
+    shot(page, "timeline-390")

@@ -9,59 +9,16 @@ screen. Screenshots of each step go to test-artifacts/ui/.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pyotp
-import pytest
+from web_helpers import Totp, natural_width, shot, video_plays
 
-REPO = Path(__file__).resolve().parents[2]
-SHOTS = REPO / "test-artifacts" / "ui"
 ADMIN, ADMIN_PW = "admin", "harbor-lantern-quietly-97-tides"
 VIEWER, VIEWER_PW = "vera", "copper-meadow-sparrow-41-dusk"
 NOTE = "a coat on the chair, not a person"
 
 
-@pytest.fixture
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield browser
-        browser.close()
 
 
-class Totp:
-    """TOTP codes for one secret, never reusing a time step (the server refuses replays)."""
-
-    def __init__(self, secret: str) -> None:
-        self.totp = pyotp.TOTP(secret)
-        self.last_step = 0
-
-    def code(self) -> str:
-        """The current step's code, or the next one (the server accepts ±1 step); waits when both are used."""
-        current = int(time.time() // 30)
-        step = max(current, self.last_step + 1)
-        if step > current + 1:
-            time.sleep((step - 1) * 30 - time.time() + 0.2)
-        self.last_step = step
-        return self.totp.at(step * 30)
-
-
-def shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def natural_width(locator, timeout_s: float = 30.0) -> int:
-    """Wait until the image has decoded a picture (page.wait_for_function would need 'unsafe-eval' in the CSP)."""
-    deadline = time.monotonic() + timeout_s
-    while (width := locator.evaluate("img => img.naturalWidth")) == 0:
-        assert time.monotonic() < deadline, "the image never decoded a picture"
-        time.sleep(0.25)
-    return width
 
 
 def sign_in(page, username: str, password: str) -> None:
@@ -122,11 +79,7 @@ def test_ui_story(running_server, browser) -> None:
     video.wait_for()
     assert page.locator("#whoami").inner_text() == f"{ADMIN} (admin)"
     assert page.locator("#camera-list li").count() == 2
-    deadline = time.monotonic() + 20
-    while video.evaluate("v => v.currentTime") < 1.0:  # the person clip plays: time advances
-        assert time.monotonic() < deadline, "the live video did not play in 20 s"
-        time.sleep(0.5)
-    assert video.evaluate("v => v.getVideoPlaybackQuality().totalVideoFrames") > 0
+    video_plays(video)  # the person clip plays: frames are presented, time advances
     # ... and the MJPEG fallback: a real, moving picture
     page.goto(server.url + "/#/live/office?mode=mjpeg")
     img = page.locator("#live-img")

@@ -15,17 +15,13 @@ from __future__ import annotations
 import importlib.util
 import ssl
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from web_helpers import PASSWORD, bearer, bootstrap, fresh_code, person_camera, write_config
+from web_helpers import PASSWORD, bearer, bootstrap, fresh_code, natural_width, person_camera, shot, write_config
 
-REPO = Path(__file__).resolve().parents[2]
-SHOTS = REPO / "test-artifacts" / "ui"
 PORCH = [(0.10, 0.20), (0.40, 0.20), (0.40, 0.50), (0.10, 0.50)]
 PORCH_DRAGGED = (0.45, 0.60)  # where point 3 of PORCH is dragged to
 MOTION_MASK = [(0.60, 0.05), (0.95, 0.05), (0.95, 0.30)]
@@ -46,16 +42,6 @@ def _web_conftest() -> object:
 start_server = _web_conftest().start_server  # type: ignore[attr-defined]
 
 
-@pytest.fixture
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield browser
-        browser.close()
-
 
 @pytest.fixture
 def config(tmp_path: Path, person_video: Path, car_video: Path) -> Path:
@@ -74,18 +60,6 @@ def _close(points: list[list[float]], expected: list[tuple[float, float]]) -> bo
                                                 for a, b in zip(p, e, strict=True))
 
 
-def _shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def _decoded(img, timeout_s: float = 30.0) -> int:
-    """naturalWidth once the picture decoded (wait_for_function would need 'unsafe-eval' in the CSP)."""
-    deadline = time.monotonic() + timeout_s
-    while (width := img.evaluate("img => img.naturalWidth")) == 0:
-        assert time.monotonic() < deadline, "the camera's picture never decoded"
-        time.sleep(0.25)
-    return width
 
 
 def _watch(page) -> list[str]:
@@ -136,7 +110,7 @@ def _draw_as_admin(browser, server, config: Path) -> None:
     _sign_in(page, server.url, "admin", fresh_code(server.url, "admin"))
     page.locator("#nav").get_by_role("link", name="Zones").click()
     page.locator("#zones-svg").wait_for()
-    assert _decoded(page.locator("#zones-img")) > 0
+    assert natural_width(page.locator("#zones-img")) > 0
     assert page.locator("#zones-list .zone-pick").all_inner_texts() == ["Zone: table"]  # from GET /api/config
 
     # a zone: four clicks, one point dragged elsewhere, a name
@@ -183,7 +157,7 @@ def _draw_as_admin(browser, server, config: Path) -> None:
     error.wait_for()
     assert "polygon needs ≥ 3 points, got 2" in error.inner_text(), error.inner_text()
     assert config.read_text() == before
-    _shot(page, "zones-desktop")
+    shot(page, "zones-desktop")
     page.locator("#zones-del-shape").click()
     assert "bad" not in " ".join(page.locator("#zones-list").all_inner_texts())
 
@@ -195,7 +169,7 @@ def _draw_as_admin(browser, server, config: Path) -> None:
     problems += _watch(tiny)
     tiny.goto(server.url + "/#/zones/office")
     tiny.locator("#zones-svg").wait_for()
-    assert _decoded(tiny.locator("#zones-img")) > 0
+    assert natural_width(tiny.locator("#zones-img")) > 0
     tiny.locator("#zones-new").tap()
     tiny.locator("#zones-kind").select_option("object")
     for x, y in OBJECT_MASK:
@@ -203,7 +177,7 @@ def _draw_as_admin(browser, server, config: Path) -> None:
     frame = tiny.locator("#zones-frame").bounding_box()
     assert frame["x"] >= 0 and frame["x"] + frame["width"] <= 390, frame
     assert tiny.evaluate("() => document.documentElement.scrollWidth") <= 390
-    _shot(tiny, "zones-390")
+    shot(tiny, "zones-390")
     tiny.locator("#zones-save").tap()
     tiny.locator("#zones-saved").wait_for()
     masks = _camera(config)["objects"]["mask"]

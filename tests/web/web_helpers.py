@@ -131,3 +131,55 @@ class InProcessServer:
     def client(self, token: str | None = None) -> httpx.Client:
         return httpx.Client(base_url=self.url, verify=self.verify, timeout=60,
                             headers=bearer(token) if token else None)
+
+
+# --- browser tests (Playwright driving /usr/bin/chromium) ---------------------------------------------------------
+
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"  # screenshots, not committed
+
+
+def shot(page: object, name: str) -> None:
+    """A full-page screenshot into test-artifacts/ui/<name>.png."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def natural_width(locator: object, timeout_s: float = 30.0) -> int:
+    """Wait until the image has decoded a picture (page.wait_for_function would need 'unsafe-eval' in the CSP)."""
+    deadline = time.monotonic() + timeout_s
+    while (width := locator.evaluate("img => img.naturalWidth")) == 0:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the image never decoded a picture"
+        time.sleep(0.25)
+    return int(width)
+
+
+class Totp:
+    """TOTP codes for one secret, never reusing a time step (the server refuses replays)."""
+
+    def __init__(self, secret: str) -> None:
+        self.totp = pyotp.TOTP(secret)
+        self.last_step = 0
+
+    def code(self) -> str:
+        """The current step's code, or the next one (the server accepts ±1 step); waits when both are used."""
+        current = int(time.time() // 30)
+        step = max(current, self.last_step + 1)
+        if step > current + 1:
+            time.sleep((step - 1) * 30 - time.time() + 0.2)
+        self.last_step = step
+        return self.totp.at(step * 30)
+
+
+def video_plays(video: object, timeout_s: float = 30.0) -> tuple[float, int]:
+    """Wait until a <video> presents frames and its time advances by a second (a live stream may start at any
+    time stamp); returns (currentTime, totalVideoFrames) then."""
+    state = "v => [v.currentTime, v.getVideoPlaybackQuality().totalVideoFrames]"
+    deadline = time.monotonic() + timeout_s
+    first = None
+    while True:
+        now = video.evaluate(state)  # type: ignore[attr-defined]
+        first = first if first is not None or now[1] == 0 else now
+        if first is not None and now[0] >= first[0] + 1.0 and now[1] > first[1]:
+            return float(now[0]), int(now[1])
+        assert time.monotonic() < deadline, f"the video did not play in {timeout_s:.0f} s: {now}"
+        time.sleep(0.5)
