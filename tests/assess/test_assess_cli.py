@@ -122,7 +122,8 @@ def test_promote_refuses_a_broken_model_and_accepts_an_equal_one(data_dir: Path,
     shutil.copytree(original.parent.parent, env_dir)
     env = {**__import__("os").environ, "TRUSTCAM_MODEL_DIR": str(env_dir)}
     common = ["--dataset", str(data_dir / "coco128-train"), "--conditions", "fog", "--severities", "3",
-              "--max-images", "16", "--architecture", "yolox"]
+              "--max-images", "16", "--architecture", "yolox",
+              "--trigger-images", "4"]  # the backdoor screen has its own test (test_backdoor_screen.py)
     refused = subprocess.run([*CLI, "models", "promote", str(broken), "--name", "yolox-broken", *common],
                              capture_output=True, text=True, timeout=600, env=env)
     assert refused.returncode == 1, refused.stdout + refused.stderr

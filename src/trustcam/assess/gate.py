@@ -2,6 +2,7 @@
 
 A new model that is better on average can still be much worse at night or in fog (Frigate #7849 shipped
 such a regression); promotion is refused when any condition regresses by more than the configured margin.
+A backdoored model is equal on all of those; the trigger screen (:mod:`trustcam.assess.triggers`) catches it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from trustcam.assess.datasets import Dataset
 from trustcam.assess.runner import AssessOptions, Assessor, Progress
+from trustcam.assess.triggers import TriggerScreen, screen_models
 from trustcam.config.schema import CameraConfig, Settings
 from trustcam.vision.detectors.base import Detector
 
@@ -36,6 +38,7 @@ class Comparison:
     current: dict[str, Any]
     candidate: dict[str, Any]
     rows: list[Row]
+    triggers: TriggerScreen | None = None
 
     def regressions(self, margin: float) -> list[Row]:
         """Rows where the candidate is worse by more than ``margin`` (absolute), or produced no figure."""
@@ -52,9 +55,10 @@ def _rows(current: dict[str, Any], candidate: dict[str, Any]) -> list[Row]:
 
 
 def compare(dataset: Dataset, settings: Settings, camera: CameraConfig, current: Detector, candidate: Detector,
-            options: AssessOptions, progress: Progress | None = None) -> Comparison:
-    """Assess both detectors with the same pipeline, data, conditions and seed."""
-    results = []
-    for detector in (current, candidate):
-        results.append(Assessor(dataset, settings, camera, detector, options, progress).assess().metrics)
-    return Comparison(results[0], results[1], _rows(results[0], results[1]))
+            options: AssessOptions, progress: Progress | None = None, trigger_images: int = 0) -> Comparison:
+    """Assess both detectors with the same pipeline, data, conditions and seed; with ``trigger_images``, also
+    screen them for backdoors on that many images."""
+    assessors = [Assessor(dataset, settings, camera, d, options, progress) for d in (current, candidate)]
+    results = [a.assess().metrics for a in assessors]
+    screen = screen_models(*assessors, images=trigger_images, seed=options.seed) if trigger_images else None
+    return Comparison(results[0], results[1], _rows(results[0], results[1]), screen)

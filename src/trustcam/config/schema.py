@@ -406,7 +406,7 @@ class AssessConfig(StrictModel):
     promote_margin: float = Field(
         0.02, ge=0, le=1,
         description="`trustcam models promote` refuses a candidate whose AP50 or recall falls by more than this "
-        "(absolute) on the clean set or any condition.",
+        "(absolute) on the clean set, any condition, or (recall) under any backdoor trigger pattern.",
     )
     severities: list[int] = Field(
         default_factory=lambda: [1, 2, 3, 4, 5], min_length=1, description="Corruption severities assessed (1..5)."

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from trustcam.vision.catalog import ModelSpec, get_spec
+from trustcam.vision.catalog import ModelSpec, get_spec, require_signature
 from trustcam.vision.detections import Detections
 from trustcam.vision.detectors.base import Detector
 
@@ -119,8 +119,10 @@ _BACKENDS: dict[str, type[Detector]] = {"yolox": YoloxDetector, "nanodet": Nanod
 def load_detector(
     name: str, *, model_dir: Path | None = None, threads: int = 1, score_threshold: float = 0.3
 ) -> Detector:
-    """Load catalog model ``name`` after checking its sha256 (raises ModelError if it is absent or altered)."""
+    """Load catalog model ``name`` after checking its entry's signature and its sha256 (raises ModelError if the
+    entry is unsigned or altered, or the file absent or altered)."""
     spec = get_spec(name, model_dir)
+    require_signature(spec, model_dir)
     return _BACKENDS[spec.architecture](spec, spec.path(model_dir), threads, score_threshold)
 
 
