@@ -187,9 +187,11 @@ def test_live_page_plays_mse_with_boxes_canvas(live) -> None:
                     break
                 assert time.monotonic() < deadline, f"the video did not advance: {now} {problems}"
                 time.sleep(0.5)
-            time.sleep(2)
-            stats = page.evaluate("() => window.trustcamLive")
-            assert stats["frames"] > 10 and stats["codec"].startswith("avc1.")
+            deadline = time.monotonic() + 30  # a loaded machine (CI on 2 cores) may take a while
+            while (stats := page.evaluate("() => window.trustcamLive"))["frames"] <= 10:
+                assert time.monotonic() < deadline, f"only {stats['frames']} frames shown in 30 s"
+                time.sleep(0.5)
+            assert stats["codec"].startswith("avc1.")
             latencies = sorted(stats["latencies"])
             assert latencies, stats
             assert statistics.median(latencies) < 2.0, f"glass-to-glass median {statistics.median(latencies):.2f} s"
