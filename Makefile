@@ -6,7 +6,7 @@ SHARED ?= $(abspath ../shared)
 export TRUSTCAM_MODEL_SOURCES ?= $(SHARED)/models
 export TRUSTCAM_DATA_DIR ?= $(SHARED)/data
 export TRUSTCAM_HOME ?= $(CURDIR)/var
-APT_PACKAGES := ffmpeg libgl1 libglib2.0-0 chromium mosquitto
+APT_PACKAGES := ffmpeg libgl1 libglib2.0-0 chromium mosquitto postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test setup system-deps models lint bench clean

@@ -22,13 +22,16 @@ from trustcam.web.context import AppContext
 PASSWORD = "correct horse battery staple 42"  # zxcvbn 4; never appears in logs or the audit log
 
 
-def make_settings(tmp_path: Path, video: Path | None = None, **server: Any) -> Settings:
+def make_settings(tmp_path: Path, video: Path | None = None, *, database_url: str | None = None,
+                  **server: Any) -> Settings:
+    """``database_url``: None for the default SQLite file in data_dir, or the ``database_url`` fixture's URL."""
     cameras = {}
     if video is not None:
         cameras = {"office": {"source": str(video)}, "yard": {"source": str(video)}}
     keys = tmp_path / "keys"  # never the real ~/.config/trustcam
     return Settings.model_validate({
-        "data_dir": str(tmp_path / "data"), "server": {"auth_key_file": str(keys / "auth.key"), **server},
+        "data_dir": str(tmp_path / "data"), "database_url": database_url,
+        "server": {"auth_key_file": str(keys / "auth.key"), **server},
         "vault": {"key_file": str(keys / "vault.kek"), "signing_key_file": str(keys / "vault-signing.key")},
         "cameras": cameras})
 
@@ -48,8 +51,8 @@ class Harness:
         return TestClient(self.client.app, base_url="https://testserver")
 
 
-def harness(tmp_path: Path, video: Path | None = None, **server: Any) -> Harness:
-    settings = make_settings(tmp_path, video, **server)
+def harness(tmp_path: Path, video: Path | None = None, *, database_url: str | None = None, **server: Any) -> Harness:
+    settings = make_settings(tmp_path, video, database_url=database_url, **server)
     engine = open_database(settings.resolved_database_url)
     ctx = AppContext(settings=settings, engine=engine, bus=Bus())
     app = create_app(ctx)

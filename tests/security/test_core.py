@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 import yaml
 from argon2 import PasswordHasher
 from authkit import PASSWORD, make_settings  # tests/security is on sys.path (pytest rootdir-less import)
+from sqlalchemy import text
 
 from trustcam.security import passwords, totp
 from trustcam.security.access import AccessControl
@@ -23,9 +23,24 @@ from trustcam.storage.database import open_database
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> AccessControl:
+def service(tmp_path: Path, database_url: str) -> AccessControl:
+    """On SQLite and on PostgreSQL (the ``database_url`` fixture)."""
+    settings = make_settings(tmp_path, database_url=database_url, login_max_failures=3, lockout_minutes=0.05)
+    return AccessControl(settings, open_database(settings.resolved_database_url))
+
+
+@pytest.fixture
+def sqlite_service(tmp_path: Path) -> AccessControl:
+    """SQLite only: for what reads the database file itself, or times argon2 (nothing database-specific)."""
     settings = make_settings(tmp_path, login_max_failures=3, lockout_minutes=0.05)
     return AccessControl(settings, open_database(settings.resolved_database_url))
+
+
+def sql(service: AccessControl, statement: str, **params: object) -> list[tuple[object, ...]]:
+    """What an intruder with write access to the database runs, on either back-end (raw SQL, no trustcam code)."""
+    with service.engine.begin() as connection:
+        result = connection.execute(text(statement), params)
+        return [tuple(row) for row in result] if result.returns_rows else []
 
 
 def test_policy_says_why_a_password_is_refused():
@@ -41,18 +56,17 @@ def test_policy_says_why_a_password_is_refused():
 def test_argon2id_hash_verifies_and_is_upgraded_when_parameters_change(service):
     service.users.create("alice", PASSWORD, Role.viewer)
     old = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(PASSWORD)
-    with sqlite3.connect(service.settings.data_dir / "trustcam.db") as db:
-        db.execute("UPDATE users SET password_hash=? WHERE username='alice'", (old,))
+    sql(service, "UPDATE users SET password_hash=:old WHERE username='alice'", old=old)
     assert passwords.needs_rehash(old)
     assert service.users.check_password("alice", "wrong password entirely") is None
     assert service.users.check_password("alice", PASSWORD) is not None
-    with sqlite3.connect(service.settings.data_dir / "trustcam.db") as db:
-        (new,) = db.execute("SELECT password_hash FROM users WHERE username='alice'").fetchone()
+    [(new,)] = sql(service, "SELECT password_hash FROM users WHERE username='alice'")
     assert new.startswith("$argon2id$v=19$m=65536,t=3,p=4$") and new != old
     assert not passwords.needs_rehash(new)
 
 
-def test_unknown_user_costs_an_argon2_verification_too(service):
+def test_unknown_user_costs_an_argon2_verification_too(sqlite_service):
+    service = sqlite_service
     service.users.create("alice", PASSWORD, Role.viewer)
 
     def timed(name: str) -> float:
@@ -78,7 +92,8 @@ def test_setup_token_is_0600_stable_until_a_user_exists(tmp_path):
     assert not path.exists()
 
 
-def test_totp_secret_is_encrypted_at_rest_and_key_file_0600(service):
+def test_totp_secret_is_encrypted_at_rest_and_key_file_0600(sqlite_service):
+    service = sqlite_service
     user = service.users.create("alice", PASSWORD, Role.admin)
     secret = service.users.start_enrolment(user)
     raw = (service.settings.data_dir / "trustcam.db").read_bytes()
@@ -112,59 +127,62 @@ def test_totp_code_is_not_accepted_twice(service):
     assert totp.recovery_hash(codes[0]) != totp.recovery_hash(codes[2])
 
 
-def _audit(service: AccessControl, n: int) -> Path:
+def insert_entry(service: AccessControl, values: tuple[object, ...]) -> None:
+    """A raw INSERT of a whole audit_log row (its 12 columns in table order)."""
+    names = [f"v{i}" for i in range(len(values))]
+    statement = f"INSERT INTO audit_log VALUES ({', '.join(':' + n for n in names)})"
+    sql(service, statement, **dict(zip(names, values, strict=True)))
+
+
+def _audit(service: AccessControl, n: int) -> None:
     for i in range(n):
         service.record("test.action", username=f"user{i}", client="127.0.0.1", target=f"t{i}", n=i)
     assert service.audit_log.verify().ok
-    return service.settings.data_dir / "trustcam.db"
 
 
 def test_audit_verify_detects_an_edited_entry(service):
-    db = _audit(service, 5)
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE audit_log SET outcome='failed' WHERE seq=3")
+    _audit(service, 5)
+    sql(service, "UPDATE audit_log SET outcome='failed' WHERE seq=3")
     result = service.audit_log.verify()
     assert (result.ok, result.first_bad, result.entries) == (False, 3, 2)
     assert "edited" in (result.problem or "")
 
 
 def test_audit_verify_detects_a_deleted_entry(service):
-    db = _audit(service, 5)
-    with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM audit_log WHERE seq=2")
+    _audit(service, 5)
+    sql(service, "DELETE FROM audit_log WHERE seq=2")
     result = service.audit_log.verify()
     assert (result.ok, result.first_bad) == (False, 2)
     assert "deleted" in (result.problem or "")
 
 
 def test_audit_verify_detects_reordered_entries(service):
-    db = _audit(service, 5)
-    with sqlite3.connect(db) as conn:  # swap the contents of entries 2 and 4, keeping every row self-consistent
-        rows = {r[0]: r for r in conn.execute("SELECT * FROM audit_log WHERE seq IN (2, 4)")}
-        for seq, other in ((2, 4), (4, 2)):
-            conn.execute("DELETE FROM audit_log WHERE seq=?", (seq,))
-            conn.execute("INSERT INTO audit_log VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", (seq, *rows[other][1:]))
+    _audit(service, 5)
+    # swap the contents of entries 2 and 4, keeping every row self-consistent
+    rows = {r[0]: r for r in sql(service, "SELECT * FROM audit_log WHERE seq IN (2, 4)")}
+    for seq, other in ((2, 4), (4, 2)):
+        sql(service, "DELETE FROM audit_log WHERE seq=:seq", seq=seq)
+        insert_entry(service, (seq, *rows[other][1:]))
     result = service.audit_log.verify()
     assert (result.ok, result.first_bad) == (False, 2)
 
 
 def test_audit_verify_detects_an_inserted_entry(service):
-    db = _audit(service, 3)
-    with sqlite3.connect(db) as conn:
-        row = conn.execute("SELECT * FROM audit_log WHERE seq=3").fetchone()
-        conn.execute("INSERT INTO audit_log VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", (4, *row[1:]))
+    _audit(service, 3)
+    [row] = sql(service, "SELECT * FROM audit_log WHERE seq=3")
+    insert_entry(service, (4, *row[1:]))
     assert service.audit_log.verify().first_bad == 4
 
 
 def test_cli_audit_verify_exits_1_naming_the_entry(service, tmp_path):
     config = tmp_path / "trustcam.yaml"
-    config.write_text(yaml.safe_dump({"data_dir": str(service.settings.data_dir)}))
-    db = _audit(service, 4)
+    config.write_text(yaml.safe_dump({"data_dir": str(service.settings.data_dir),
+                                      "database_url": service.settings.database_url}))
+    _audit(service, 4)
     cmd = [sys.executable, "-m", "trustcam.cli", "audit", "verify", "--config", str(config)]
     ok = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and "4 entries" in ok.stderr, ok.stderr
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE audit_log SET target='nothing to see' WHERE seq=3")
+    sql(service, "UPDATE audit_log SET target='nothing to see' WHERE seq=3")
     bad = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1
     assert "audit log entry 3" in bad.stderr and "edited" in bad.stderr and "Traceback" not in bad.stderr

@@ -15,8 +15,10 @@ from pathlib import Path
 import yaml
 from authkit import PASSWORD, Harness, add_user, harness, login
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from trustcam.security.roles import Role
+from trustcam.security.tables import AuditRow
 from trustcam.web.auth import forwarded_client
 
 ATTACKER, ADMIN_HOME, PROXY = "203.0.113.66", "198.51.100.7", "127.0.0.1"
@@ -32,8 +34,8 @@ def attempt(client: TestClient, username: str, password: str = WRONG, **headers:
                        headers=headers).status_code
 
 
-def test_an_attacker_cannot_lock_the_admin_out_from_another_address(tmp_path):
-    h = harness(tmp_path, login_max_failures=3, lockout_minutes=10)
+def test_an_attacker_cannot_lock_the_admin_out_from_another_address(tmp_path, database_url):
+    h = harness(tmp_path, database_url=database_url, login_max_failures=3, lockout_minutes=10)
     secret = add_user(h, "root-admin", Role.admin)
     attacker = client_from(h, ATTACKER)
     answers = [attempt(attacker, "root-admin") for _ in range(6)]
@@ -80,7 +82,7 @@ def _cli(h: Harness, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[
     server = h.settings.server
     config = tmp_path / "cli.yaml"
     config.write_text(yaml.safe_dump({
-        "data_dir": str(h.settings.data_dir),
+        "data_dir": str(h.settings.data_dir), "database_url": h.settings.database_url,
         "server": {"auth_key_file": str(server.auth_key_file), "login_max_failures": server.login_max_failures},
         "vault": {"key_file": str(h.settings.vault.key_file),
                   "signing_key_file": str(h.settings.vault.signing_key_file)},
@@ -89,8 +91,8 @@ def _cli(h: Harness, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[
                           capture_output=True, text=True, timeout=120)
 
 
-def test_users_unlock_lifts_a_lockout_and_is_audited(tmp_path):
-    h = harness(tmp_path, login_max_failures=2, address_max_failures=4, lockout_minutes=60)
+def test_users_unlock_lifts_a_lockout_and_is_audited(tmp_path, database_url):
+    h = harness(tmp_path, database_url=database_url, login_max_failures=2, address_max_failures=4, lockout_minutes=60)
     add_user(h, "alice", Role.viewer, mfa=False)
     attacker = client_from(h, ATTACKER)
     for _ in range(2):
@@ -109,8 +111,9 @@ def test_users_unlock_lifts_a_lockout_and_is_audited(tmp_path):
     assert attempt(attacker, "alice", PASSWORD) == 429  # the name alone does not lift the address's lockout
     assert _cli(h, tmp_path, "--address", ATTACKER).returncode == 0
     assert attempt(attacker, "alice", PASSWORD) == 200
-    with sqlite3.connect(h.settings.data_dir / "trustcam.db") as db:
-        unlocks = db.execute("SELECT user, target FROM audit_log WHERE action='lockout.unlock'").fetchall()
+    with h.ctx.engine.connect() as db:  # the CLI wrote to the same database, SQLite file or PostgreSQL
+        unlocks = db.execute(select(AuditRow.user, AuditRow.target).where(AuditRow.action == "lockout.unlock")
+                             .order_by(AuditRow.seq)).all()
     assert [target for _, target in unlocks] == ["alice", "alice", ATTACKER]
     assert all(user.startswith("cli:") for user, _ in unlocks)
 

@@ -1,7 +1,8 @@
-"""Events persist in a real SQLite database whose schema is created by the Alembic migrations."""
+"""Events persist in a real database (SQLite, PostgreSQL) whose schema is created by the Alembic migrations."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
+from support import free_port
 from trustcam.bus import Bus
 from trustcam.config.schema import ThreatLevel
 from trustcam.events.model import Event, EventEnded
@@ -32,8 +34,8 @@ def alembic_config() -> Config:
     return config
 
 
-def test_migrations_create_schema_and_are_idempotent(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'db' / 'trustcam.db'}"
+def test_migrations_create_schema_and_are_idempotent(database_url: str) -> None:
+    url = database_url
     engine = open_database(url)
     tables = set(inspect(engine).get_table_names())
     assert {"events", "segments", "alert_outbox", "users", "audit_log", "event_reviews"} <= tables, tables
@@ -44,8 +46,8 @@ def test_migrations_create_schema_and_are_idempotent(tmp_path: Path) -> None:
     open_database(url)  # second start: nothing to migrate, nothing lost
 
 
-def test_events_published_on_the_bus_are_stored(tmp_path: Path) -> None:
-    store = EventStore(open_database(f"sqlite:///{tmp_path / 'trustcam.db'}"))
+def test_events_published_on_the_bus_are_stored(database_url: str) -> None:
+    store = EventStore(open_database(database_url))
     bus = Bus()
     store.attach(bus)
     for i in range(3):
@@ -62,3 +64,30 @@ def test_unwritable_database_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(DatabaseError, match="cannot open or migrate"):
         open_database(f"sqlite:///{blocker / 'sub' / 'trustcam.db'}")
+
+
+def test_servers_starting_at_once_migrate_one_after_the_other(postgres_url: str) -> None:
+    """Several trustcam processes started together on one empty PostgreSQL database: all come up, schema once."""
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            open_database(postgres_url).dispose()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    with open_database(postgres_url).connect() as connection:
+        assert connection.execute(text("select count(*) from alembic_version")).scalar() == 1
+
+
+def test_unreachable_postgresql_is_a_clear_error_without_the_password() -> None:
+    url = f"postgresql://trustcam:s3cret-pw@127.0.0.1:{free_port()}/trustcam"  # nothing listens there
+    with pytest.raises(DatabaseError, match=r"(?s)cannot connect or migrate.*check that the server is up") as caught:
+        open_database(url)
+    assert "s3cret-pw" not in str(caught.value) and "127.0.0.1" in str(caught.value)

@@ -44,7 +44,14 @@ def make_config(tmp_path: Path, **extra: object) -> VaultConfig:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
+def engine(database_url: str) -> Engine:
+    """The chain logic runs on SQLite and on PostgreSQL (the ``database_url`` fixture)."""
+    return open_database(database_url)
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Engine:
+    """SQLite only: for tests about files (keys, mirror, what is left in the database file itself)."""
     return open_database(f"sqlite:///{tmp_path / 'db' / 'trustcam.db'}")
 
 
@@ -173,10 +180,10 @@ def test_rotation_keeps_a_kek_still_in_use(tmp_path: Path, vault: Vault, clips: 
     assert vault.read_segment(rows[0].id) == clips[0]
 
 
-def test_shred_destroys_the_key_and_keeps_the_chain(tmp_path: Path, engine: Engine, clips: list[bytes],
+def test_shred_destroys_the_key_and_keeps_the_chain(tmp_path: Path, sqlite_engine: Engine, clips: list[bytes],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_KEK, raising=False)
-    vault = Vault(make_config(tmp_path, mirror=tmp_path / "mirror"), engine)
+    vault = Vault(make_config(tmp_path, mirror=tmp_path / "mirror"), sqlite_engine)
     rows = store_all(vault, clips)
     victim = rows[1]
     assert (vault.mirror / victim.path).is_file()
@@ -184,7 +191,7 @@ def test_shred_destroys_the_key_and_keeps_the_chain(tmp_path: Path, engine: Engi
     assert any(victim.wrapped_key.encode() in f.read_bytes() for f in db_files if f.exists())
     vault.shred(victim.id, "retention: no event for 24 h")
     assert not seg_file(vault, victim).exists() and not (vault.mirror / victim.path).exists()
-    with Session(engine) as session:
+    with Session(sqlite_engine) as session:
         row = session.get(SegmentRow, victim.id)
         deletions = list(session.scalars(select(DeletionRow)))
     assert row is not None and row.wrapped_key is None and row.deleted_at is not None
@@ -196,7 +203,7 @@ def test_shred_destroys_the_key_and_keeps_the_chain(tmp_path: Path, engine: Engi
     for file in db_files:  # secure_delete + WAL truncate: the key is really gone from the database files
         assert not file.exists() or victim.wrapped_key.encode() not in file.read_bytes()
     vault.shred(victim.id, "again")  # idempotent
-    with Session(engine) as session:
+    with Session(sqlite_engine) as session:
         assert len(list(session.scalars(select(DeletionRow)))) == 1
 
 
@@ -217,7 +224,7 @@ def test_held_segments_are_refused(vault: Vault, clips: list[bytes]) -> None:
     assert [r.seq for r in vault.segments_between("front", 0, T0 * 2)] == [2, 3]
 
 
-def test_key_files_are_checked(tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_files_are_checked(tmp_path: Path, sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_KEK, raising=False)
     inside = make_config(tmp_path, key_file=tmp_path / "vault" / "keys" / "vault.kek")
     with pytest.raises(VaultError, match=r"inside the vault's storage root.*Move it outside"):
@@ -232,18 +239,18 @@ def test_key_files_are_checked(tmp_path: Path, engine: Engine, monkeypatch: pyte
     assert load_kek(config).key_id == kek.key_id == key_id_of(key_path.read_bytes())
     key_path.chmod(0o644)
     with pytest.raises(VaultError, match=r"readable or writable by group/others \(mode 0644\); run `chmod 600"):
-        Vault(config, engine)
+        Vault(config, sqlite_engine)
     key_path.chmod(0o600)
     key_path.write_bytes(b"short")
     with pytest.raises(VaultError, match="must be exactly 32 bytes, found 5"):
         load_kek(config)
 
 
-def test_environment_kek_wins(tmp_path: Path, engine: Engine, clips: list[bytes],
+def test_environment_kek_wins(tmp_path: Path, sqlite_engine: Engine, clips: list[bytes],
                               monkeypatch: pytest.MonkeyPatch) -> None:
     secret = os.urandom(32)
     monkeypatch.setenv(ENV_KEK, base64.b64encode(secret).decode())
-    vault = Vault(make_config(tmp_path), engine)
+    vault = Vault(make_config(tmp_path), sqlite_engine)
     row = vault.store_segment("front", clips[0], T0, T0 + 4.8)
     assert row.kek_id == key_id_of(secret) and not (tmp_path / "keys" / "vault.kek").exists()
     assert vault.read_segment(row) == clips[0]
@@ -254,19 +261,19 @@ def test_environment_kek_wins(tmp_path: Path, engine: Engine, clips: list[bytes]
     fresh = os.urandom(32)
     monkeypatch.setenv(ENV_KEK, base64.b64encode(fresh).decode())
     monkeypatch.setenv("TRUSTCAM_VAULT_KEK_OLD", base64.b64encode(secret).decode())
-    report = rotate_kek(make_config(tmp_path), engine)
+    report = rotate_kek(make_config(tmp_path), sqlite_engine)
     assert report.segments == 1 and report.new_id == key_id_of(fresh)
     monkeypatch.delenv("TRUSTCAM_VAULT_KEK_OLD")
-    assert Vault(make_config(tmp_path), engine).read_segment(row.id) == clips[0]
+    assert Vault(make_config(tmp_path), sqlite_engine).read_segment(row.id) == clips[0]
 
 
-def test_mirror_takes_over_when_the_root_fails(tmp_path: Path, engine: Engine, clips: list[bytes],
+def test_mirror_takes_over_when_the_root_fails(tmp_path: Path, sqlite_engine: Engine, clips: list[bytes],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_KEK, raising=False)
     blocker = tmp_path / "not-a-disk"
     blocker.write_text("a file where the root folder should be: mkdir fails, even as root")
     alerts: list[str] = []
-    vault = Vault(make_config(tmp_path, root=blocker / "rec", mirror=tmp_path / "mirror"), engine,
+    vault = Vault(make_config(tmp_path, root=blocker / "rec", mirror=tmp_path / "mirror"), sqlite_engine,
                   on_alert=alerts.append)
     rows = store_all(vault, clips[:3])
     assert len(alerts) == 1 and "storage root" in alerts[0] and "continues on the mirror" in alerts[0]
@@ -276,7 +283,7 @@ def test_mirror_takes_over_when_the_root_fails(tmp_path: Path, engine: Engine, c
     ref = vault.store_blob("front", b"snapshot")
     assert vault.read_blob(ref) == b"snapshot"
 
-    broken = Vault(make_config(tmp_path, root=blocker / "a", mirror=blocker / "b"), engine)
+    broken = Vault(make_config(tmp_path, root=blocker / "a", mirror=blocker / "b"), sqlite_engine)
     with pytest.raises(VaultError, match=r"no storage path is writable .*not-a-disk/a: .*not-a-disk/b: "):
         broken.store_segment("front", clips[0], T0, T0 + 1)
 
@@ -324,3 +331,33 @@ def test_snapshots_are_encrypted_and_bound_to_their_reference(vault: Vault) -> N
         vault.read_blob("../../etc/passwd")
     vault.delete_blob(other)
     assert not (vault.root / other).exists()
+
+
+def test_recorders_on_one_database_keep_one_chain_per_camera(tmp_path: Path, engine: Engine,
+                                                              database_url: str) -> None:
+    """Four vaults on one database (four `trustcam run` processes sharing PostgreSQL; each has its own in-process
+    camera locks and connections) append to the same camera at once: the chain stays whole, nothing is refused."""
+    vaults = [Vault(make_config(tmp_path), engine if n == 0 else open_database(database_url)) for n in range(4)]
+    errors: list[BaseException] = []
+    each = 15
+    start = threading.Barrier(len(vaults))
+
+    def record(vault: Vault, offset: int) -> None:
+        try:
+            start.wait()
+            for i in range(each):
+                vault.store_segment("front", b"x" * 100, T0 + 10 * i + offset, T0 + 10 * i + offset + 1)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=record, args=(v, n)) for n, v in enumerate(vaults)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with Session(engine) as session:
+        seqs = list(session.scalars(select(SegmentRow.seq).where(SegmentRow.camera == "front")
+                                    .order_by(SegmentRow.seq)))
+    assert seqs == list(range(1, len(vaults) * each + 1))
+    assert all(vault.verify_chain("front") == [] for vault in vaults)

@@ -162,10 +162,17 @@ class AlertDispatcher:
                     log.exception("%s: heartbeat failed", sink.name)
             rows: list[Delivery] = []
             try:
-                rows = self.outbox.due(sink.name, now) if sink.ready() else []
-                for row in rows:
-                    if self._stop.is_set() or self.attempt(sink, row).outcome == "unreachable":
-                        break
+                # claimed (leased) for this worker alone: dispatchers sharing a PostgreSQL database never send one
+                # alert twice; rows not settled here (stop, sink unreachable, an error) are handed back at once
+                rows = self.outbox.claim(sink.name, now) if sink.ready() else []
+                unsettled = list(rows)
+                try:
+                    for row in rows:
+                        if self._stop.is_set() or self.attempt(sink, row).outcome == "unreachable":
+                            break
+                        unsettled.remove(row)
+                finally:
+                    self.outbox.release(unsettled)
                 next_due = self.outbox.next_due(sink.name) if not rows else time.time()
             except Exception:  # the database is locked or gone: keep the worker alive, retry shortly
                 log.exception("%s: alert worker error", sink.name)

@@ -14,12 +14,14 @@ from typing import Any, Literal
 from sqlalchemy import JSON, Engine, Float, Integer, String, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from trustcam.alerts.model import Alert
 from trustcam.redaction import redact_urls
 from trustcam.storage.schema import Base
 
 State = Literal["pending", "delivered", "dead"]
+CLAIM_LEASE_S = 60.0  # a claimed row is due again this long after its worker died mid-delivery
 
 
 def stored_error(error: str) -> str:
@@ -98,6 +100,37 @@ class Outbox:
                  .order_by(OutboxRow.id).limit(limit))
         with Session(self.engine) as session:
             return [Delivery.of(row) for row in session.scalars(query)]
+
+    def claim(self, sink: str, now: float, limit: int = 50, lease_s: float = CLAIM_LEASE_S) -> list[Delivery]:
+        """Take the due rows of ``sink`` for this worker alone, so that several dispatchers (processes sharing a
+        PostgreSQL database) never deliver one alert twice: in one transaction the rows are locked
+        ``FOR UPDATE SKIP LOCKED`` (a concurrent claim skips them instead of waiting, then taking them too) and their
+        ``next_attempt_at`` moved ``lease_s`` ahead, only where it still is due (SQLite has no row locks: its
+        claims queue on the write lock, and a row another claim took meanwhile is no longer due). ``delivered``,
+        ``retry`` and ``dead`` record the outcome, ``release`` hands back rows not attempted; after a crash the
+        rows are due again once the lease is over."""
+        query = (select(OutboxRow).where(*self._due(sink, now)).order_by(OutboxRow.id).limit(limit)
+                 .with_for_update(skip_locked=True))
+        with Session(self.engine) as session, session.begin():
+            found = [Delivery.of(row) for row in session.scalars(query)]  # copies taken before the lease
+            if not found:
+                return []
+            taken = set(session.scalars(
+                update(OutboxRow).where(OutboxRow.id.in_([d.id for d in found]), *self._due(sink, now))
+                .values(next_attempt_at=now + lease_s).returning(OutboxRow.id),
+                execution_options={"synchronize_session": False}))
+        return [delivery for delivery in found if delivery.id in taken]
+
+    @staticmethod
+    def _due(sink: str, now: float) -> tuple[ColumnElement[bool], ...]:
+        return OutboxRow.sink == sink, OutboxRow.state == "pending", OutboxRow.next_attempt_at <= now
+
+    def release(self, deliveries: Iterable[Delivery]) -> None:
+        """Claimed rows not attempted (the sink went away, the worker stops) are due again at their old time."""
+        for delivery in deliveries:
+            with Session(self.engine) as session, session.begin():
+                session.execute(update(OutboxRow).where(OutboxRow.id == delivery.id, OutboxRow.state == "pending")
+                                .values(next_attempt_at=delivery.next_attempt_at))
 
     def next_due(self, sink: str) -> float | None:
         query = select(func.min(OutboxRow.next_attempt_at)).where(OutboxRow.sink == sink,

@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from trustcam.security.tables import AuditCheckpointRow, AuditRow
+from trustcam.storage.database import lock_chain
 from trustcam.storage.vault import public_key_fingerprint
 from trustcam.storage.witness import CheckpointWitness, WitnessEntry
 
@@ -129,6 +130,7 @@ class AuditLog:
         signed: list[AuditCheckpointRow] = []
         try:
             with self._lock, Session(self.engine, expire_on_commit=False) as session, session.begin():
+                lock_chain(session, "audit")
                 head = session.execute(select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc())
                                        .limit(1)).first()
                 if head is None:
@@ -175,6 +177,7 @@ class AuditLog:
             signed: list[AuditCheckpointRow] = []
             try:
                 with self._lock, Session(self.engine, expire_on_commit=False) as session, session.begin():
+                    lock_chain(session, "audit")  # other processes' appends wait here, then read the new head
                     head = session.execute(select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc())
                                            .limit(1)).first()
                     now = round(self.clock(), 6)
@@ -195,8 +198,8 @@ class AuditLog:
                     if fields["seq"] % CHECKPOINT_EVERY == 0 and session.get(AuditCheckpointRow, fields["seq"]) is None:
                         signed.append(self._checkpoint_row(fields["seq"], fields["hash"], now))
                         session.add(signed[-1])
-            except IntegrityError:  # another process appended the same seq first: chain onto theirs
-                continue
+            except IntegrityError:  # another process appended the same seq first (SQLite): chain onto theirs; the
+                continue  # failed transaction was rolled back whole, so this also holds on PostgreSQL
             self._witness(signed)
             return int(fields["seq"])
         raise RuntimeError("audit log: could not append after 20 attempts (database contended)")

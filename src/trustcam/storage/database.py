@@ -6,13 +6,15 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from trustcam.errors import UserError
 from trustcam.storage.private import private_dir, private_file, tighten
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+MIGRATION_LOCK = 0x7472757374636D01  # PostgreSQL advisory lock key held while migrating ("trustcm" + 1)
 
 
 class DatabaseError(UserError):
@@ -42,23 +44,60 @@ def _private_sqlite(path: Path) -> None:
     private_file(path)
 
 
+def engine_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3, the driver trustcam installs (SQLAlchemy's default would be psycopg2)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
+
+
+def _safe(url: str) -> str:
+    """The URL as error messages show it: never the password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not even a URL: it names nothing secret we could parse out
+        return url
+
+
 def open_database(url: str) -> Engine:
-    """Create the engine for ``url`` (a SQLite file and its folder owner-only) and run migrations to head."""
+    """Create the engine for ``url`` (a SQLite file and its folder owner-only; a PostgreSQL server guards its own
+    files) and run migrations to head."""
+    database: Path | None = None
     try:
         database = sqlite_file(url)
         if database is not None:
             _private_sqlite(database)
-        engine = create_engine(url)
+        engine = create_engine(engine_url(url), pool_pre_ping=make_url(url).get_backend_name() == "postgresql")
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":  # several processes starting at once migrate one at a time
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
         for suffix in ("-wal", "-shm", "-journal") if database is not None else ():
             tighten(f"{database}{suffix}")  # left by an older version or made by another process: owner-only too
     except (SQLAlchemyError, OSError) as exc:
-        raise DatabaseError(f"database {url}: cannot open or migrate ({exc.__class__.__name__}: {exc}); "
+        where = _safe(url)
+        if database is None:
+            raise DatabaseError(f"database {where}: cannot connect or migrate ({exc.__class__.__name__}: {exc}); "
+                                "check that the server is up, the URL's host, port, user and password, and that "
+                                "the database exists (createdb)") from None
+        raise DatabaseError(f"database {where}: cannot open or migrate ({exc.__class__.__name__}: {exc}); "
                             "check the path's permissions and free disk space") from None
+    except ModuleNotFoundError as exc:  # a URL naming a driver that is not installed (e.g. postgresql+psycopg2)
+        raise DatabaseError(f"database {_safe(url)}: driver {exc.name} is not installed; use postgresql://… "
+                            "(psycopg 3, installed with trustcam) or sqlite:///…") from None
     return engine
+
+
+def lock_chain(session: Session, chain: str) -> None:
+    """Make this transaction the only writer of hash chain ``chain`` (the audit log, one camera's footage) until it
+    ends, across processes: on PostgreSQL a transaction-scoped advisory lock, taken before the head is read, so the
+    next writer reads the head this one commits instead of failing on the unique seq and retrying. It works on an
+    empty chain too (no head row to lock with SELECT … FOR UPDATE). SQLite lets one writer in at a time anyway."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:chain))"), {"chain": f"trustcam:{chain}"})

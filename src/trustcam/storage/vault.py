@@ -56,6 +56,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from trustcam.config.schema import NAME_PATTERN, VaultConfig
+from trustcam.storage.database import lock_chain
 from trustcam.storage.keys import (  # the key-binding helpers live in keys.py (rotation needs them, no cycle)
     KeyEncryptionKey,
     Keyring,
@@ -597,6 +598,7 @@ class Vault:
             for attempt in range(3):
                 try:
                     with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                        lock_chain(session, f"vault:{row.camera}")  # across processes; the camera lock is in-process
                         head = session.execute(
                             select(SegmentRow.seq, SegmentRow.chain_hash).where(SegmentRow.camera == row.camera)
                             .order_by(SegmentRow.seq.desc()).limit(1)).first()
@@ -663,6 +665,7 @@ class Vault:
 
     def _sign_head(self, camera: str, records: Sequence[dict[str, Any]]) -> CheckpointRow | None:
         with self._camera_lock(camera), Session(self.engine, expire_on_commit=False) as session, session.begin():
+            lock_chain(session, f"vault:{camera}")
             head = session.execute(select(SegmentRow.seq, SegmentRow.chain_hash).where(SegmentRow.camera == camera)
                                    .order_by(SegmentRow.seq.desc()).limit(1)).first()
             if head is None:
