@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import re
 import secrets
 import struct
@@ -93,6 +94,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+APPEND_ATTEMPTS = 20  # appends racing another process on the same camera (SQLite: no chain lock) before giving up
 
 CHUNK = 1 << 20
 MAGIC = b"TCVAULT1"
@@ -595,7 +597,7 @@ class Vault:
         """Append to the chain and, when one is due, sign the new head in the same transaction: a crash never
         leaves a due checkpoint unsigned (which the gap rule would report as a deleted checkpoint)."""
         with self._camera_lock(row.camera):
-            for attempt in range(3):
+            for attempt in range(APPEND_ATTEMPTS):
                 try:
                     with Session(self.engine, expire_on_commit=False) as session, session.begin():
                         lock_chain(session, f"vault:{row.camera}")  # across processes; the camera lock is in-process
@@ -612,10 +614,11 @@ class Vault:
                         self._witness(checkpoint)
                     return row
                 except IntegrityError:  # another process appended to this camera's chain at the same moment
-                    if attempt == 2:
+                    if attempt == APPEND_ATTEMPTS - 1:
                         raise VaultError(f"camera {row.camera}: cannot append segment {row.id} to the hash chain "
                                          "(another process keeps writing this camera); run one recorder per "
                                          "camera") from None
+                    time.sleep(random.uniform(0.0, 0.02))  # SQLite has no chain lock: let the other writer finish
                     row = SegmentRow(**{c: getattr(row, c) for c in (
                         "id", "camera", "start", "end", "path", "size", "sha256", "wrapped_key", "kek_id",
                         "has_motion", "labels", "held")})
