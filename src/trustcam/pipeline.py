@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trustcam.alerts.model import Alert, Severity
 from trustcam.bus import Bus
 from trustcam.config.schema import CameraConfig, ObjectsConfig, Settings
 from trustcam.events.builder import EventBuilder, SnapshotStore
@@ -26,7 +27,10 @@ from trustcam.vision.frame_detector import FrameDetector
 from trustcam.vision.labels import COCO_LABELS
 from trustcam.vision.motion import MotionDetector, polygon_mask
 from trustcam.vision.regions import Box, regions_for
+from trustcam.vision.second_opinion import Review, SecondOpinion, best_score_in
 from trustcam.vision.tracker import ObjectTracker, TrackedObject
+
+EVASION_SUSPECTED = "evasion_suspected"  # alert kind: an object only the second model sees, for a while
 
 
 @dataclass
@@ -38,6 +42,10 @@ class PipelineStats:
     scene_changes: int = 0
     events: int = 0
     blind_frames: int = 0
+    second_opinion_checks: int = 0  # frames the second model looked at
+    second_opinion_calls: int = 0
+    second_opinion_seconds: float = 0.0
+    evasion_alerts: int = 0
 
     @property
     def detect_fraction(self) -> float:
@@ -65,7 +73,8 @@ def _overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
 
 class CameraPipeline:
     def __init__(self, name: str, camera: CameraConfig, settings: Settings, detector: Detector, bus: Bus,
-                 snapshot_dir: Path | None, snapshot_store: SnapshotStore | None = None) -> None:
+                 snapshot_dir: Path | None, snapshot_store: SnapshotStore | None = None,
+                 secondary: Detector | None = None) -> None:
         self.name = name
         self.camera = camera
         self.settings = settings
@@ -85,6 +94,16 @@ class CameraPipeline:
         self._previous_time: float | None = None
         self._unconfirmed: list[tuple[float, float, float, float]] = []
         self._quiet: list[tuple[tuple[float, float, float, float], float]] = []
+        self.second_opinion: SecondOpinion | None = None
+        if settings.detector.second_opinion.enabled:
+            if secondary is None:
+                raise ValueError("detector.second_opinion is enabled but no second detector was given; build it "
+                                 "with trustcam.service.build_second_opinion(settings)")
+            self.second_opinion = SecondOpinion(settings.detector.second_opinion, secondary, name,
+                                                settings.detector.tiling)
+        self._sources: dict[int, str] = {}  # track → which model saw it last ("primary", "secondary", "both")
+        self._disagree: dict[int, int] = {}  # track → consecutive analysed frames only the second model saw it
+        self._evasion_alerted: set[int] = set()
 
     def _setup(self, frame: Frame) -> RuleEngine:
         if self._rules is None:
@@ -150,6 +169,10 @@ class CameraPipeline:
             for known in self._known.values():
                 if any(_contains(r, known.obj.box) for r in regions):
                     known.last_checked = now
+        primary = dets
+        review = self._review(frame, motion.boxes, dets)
+        if review is not None and len(review.secondary_only):
+            dets = Detections.concat([dets, review.secondary_only])
         # Still objects outside every region keep their last box: they are not lost, just not re-checked.
         carry = [k for k in carried if not any(_contains(r, k.obj.box) for r in regions)]
         if carry:
@@ -159,6 +182,8 @@ class CameraPipeline:
                 np.array([k.obj.score for k in carry], np.float32), label_ids)])
 
         objects = self.tracker.update(dets, now)
+        if self.second_opinion is not None:
+            self._mark_sources(objects, primary, review)
         for obj in objects:
             previous = self._known.get(obj.track_id)
             still = previous is not None and float(iou_matrix(np.array([previous.obj.box]),
@@ -171,7 +196,72 @@ class CameraPipeline:
         ended = self.events.update(frame, objects, zones, hits, now)
         for track_id in ended:
             rules.forget(track_id)
+        if self.second_opinion is not None:
+            self._check_evasion(frame, objects)
         return FrameResult(objects, regions, motion.boxes)
+
+    def _review(self, frame: Frame, motion_boxes: list[tuple[int, int, int, int]],
+                primary: Detections) -> Review | None:
+        """The second model's look at this frame (None when it is off or not due)."""
+        opinion = self.second_opinion
+        if opinion is None:
+            return None
+        watched = [k.obj.box for tid, k in self._known.items() if self._sources.get(tid) == "secondary"]
+        calls, seconds = opinion.calls, opinion.seconds
+        review = opinion.review(frame, motion_boxes, primary, watched,
+                                lambda raw: self._filter(raw, frame.width * frame.height))
+        self.stats.second_opinion_checks += review.ran
+        self.stats.second_opinion_calls += opinion.calls - calls
+        self.stats.second_opinion_seconds += opinion.seconds - seconds
+        return review if review.ran else None
+
+    def _mark_sources(self, objects: list[TrackedObject], primary: Detections, review: Review | None) -> None:
+        """Say which model saw each tracked object this frame, by its best-overlapping detection; an object matched
+        by neither (carried, predicted) keeps what it had."""
+        self._sources = {tid: src for tid, src in self._sources.items() if tid in self._known}
+        self._disagree = {tid: n for tid, n in self._disagree.items() if tid in self._known}
+        secondary = review.secondary_only if review is not None else Detections.empty()
+        for obj in objects:
+            label = COCO_LABELS.index(obj.label)
+            box = np.array([obj.box], np.float32)
+            p = iou_matrix(box, primary.boxes)[0] * (primary.class_ids == label)
+            s = iou_matrix(box, secondary.boxes)[0] * (secondary.class_ids == label)
+            best_p, best_s = (float(p.max()) if len(p) else 0.0), (float(s.max()) if len(s) else 0.0)
+            if max(best_p, best_s) <= 0.3:
+                obj.seen_by = self._sources.get(obj.track_id, "primary")
+                continue
+            if best_p >= best_s:
+                confirmed = review is not None and bool(review.confirmed[int(p.argmax())])
+                obj.seen_by = "both" if confirmed else "primary"
+                self._disagree.pop(obj.track_id, None)
+            else:
+                obj.seen_by = "secondary"
+                self._disagree[obj.track_id] = self._disagree.get(obj.track_id, 0) + 1
+            self._sources[obj.track_id] = obj.seen_by
+
+    def _check_evasion(self, frame: Frame, objects: list[TrackedObject]) -> None:
+        """Raise ``evasion_suspected`` once per track that only the second model has seen for
+        ``disagreement_frames`` analysed frames in a row, with both models' scores for its region as evidence."""
+        assert self.second_opinion is not None
+        needed = self.settings.detector.second_opinion.disagreement_frames
+        for obj in objects:
+            if self._disagree.get(obj.track_id, 0) < needed or obj.track_id in self._evasion_alerted:
+                continue
+            self._evasion_alerted.add(obj.track_id)
+            self.stats.evasion_alerts += 1
+            primary = self.detector.detector
+            primary_score = best_score_in(primary, frame, obj.box, COCO_LABELS.index(obj.label))
+            secondary_name = self.second_opinion.detector.detector.name
+            event = next((e for e in self.events.open_events if e.track_id == obj.track_id), None)
+            self.bus.publish(Alert(
+                kind=EVASION_SUSPECTED, severity=Severity.high, camera=self.name, source_time=frame.time,
+                message=f"camera {self.name}: {secondary_name} has seen a {obj.label} for {needed} analysed frames "
+                f"that {primary.name} does not report (score {primary_score}): possible evasion attack on the "
+                "primary model; look at the camera",
+                data={"label": obj.label, "track_id": obj.track_id, "box": [round(v, 1) for v in obj.box],
+                      "frame_time": frame.time, "event_id": event.id if event is not None else None,
+                      "primary": {"model": primary.name, "score": primary_score},
+                      "secondary": {"model": secondary_name, "score": round(obj.score, 4)}}))
 
     def close(self) -> None:
         """Finish every open event (end of file, or camera stopping)."""

@@ -56,6 +56,14 @@ def build_detector(settings: Settings) -> Detector:
     return load_detector(cfg.model, threads=cfg.threads, score_threshold=cfg.score_threshold)
 
 
+def build_second_opinion(settings: Settings) -> Detector | None:
+    """The second model of ``detector.second_opinion`` (in-process; it runs on a share of frames), None when off."""
+    cfg = settings.detector
+    if not cfg.second_opinion.enabled:
+        return None
+    return load_detector(cfg.second_opinion.model, threads=cfg.threads, score_threshold=cfg.score_threshold)
+
+
 def build_supervised_detector(settings: Settings, on_change: Callable[[CoverageChange], None]) -> Detector:
     """For live cameras: the primary model in its own process (a hang or crash cannot take the camera down),
     failing over within ``call_deadline_s`` to the backups, which run in-process."""
@@ -128,11 +136,13 @@ class AnalyzeResult:
 
 
 def analyze_file(path: str, camera: CameraConfig, settings: Settings, bus: Bus, detector: Detector,
-                 snapshot_dir: Path | None, name: str = "file") -> AnalyzeResult:
+                 snapshot_dir: Path | None, name: str = "file", secondary: Detector | None = None) -> AnalyzeResult:
     """Run the pipeline over a whole file as fast as possible; damage stops decoding, not the analysis
-    of what came before it."""
+    of what came before it. ``secondary`` is the second-opinion model (built from the settings when None)."""
     source = VideoSource(path, fps=camera.detect.fps, size=detect_size(camera), timeout_s=camera.timeout_s)
-    pipeline = CameraPipeline(name, camera, settings, detector, bus, snapshot_dir)
+    if secondary is None:
+        secondary = build_second_opinion(settings)
+    pipeline = CameraPipeline(name, camera, settings, detector, bus, snapshot_dir, secondary=secondary)
     stop = threading.Event()
     start = time.perf_counter()
     error = None
@@ -232,9 +242,11 @@ class CameraWorker(threading.Thread):
                                  timeout_s=camera.timeout_s, rtsp_transport=camera.rtsp_transport,
                                  packet_tap=self.taps.on_packet, connection_tap=self.taps.on_connection)
         detector = build_supervised_detector(settings, lambda change: bus.publish(CameraCoverage(name, change)))
-        self.pipeline = CameraPipeline(name, camera, settings, detector, bus, snapshot_dir, snapshot_store)
+        secondary = build_second_opinion(settings)
+        self.pipeline = CameraPipeline(name, camera, settings, detector, bus, snapshot_dir, snapshot_store,
+                                       secondary=secondary)
         self._new_pipeline: Callable[[], CameraPipeline] = lambda: CameraPipeline(
-            name, camera, settings, detector, bus, snapshot_dir, snapshot_store)
+            name, camera, settings, detector, bus, snapshot_dir, snapshot_store, secondary=secondary)
         self.bus = bus
         # offline = no picture for two connection timeouts: one slow reconnect is not yet an outage
         self.health = HealthMonitor(name, camera.detect.fps, offline_after_s=max(5.0, 2 * camera.timeout_s))

@@ -26,7 +26,8 @@ class Severity(StrEnum):
 
 @dataclass(frozen=True)
 class Alert:
-    kind: str  # e.g. "rule", "tamper", "health", "drift", "coverage", "motion_while_blind", "storage", "canary"
+    kind: str  # e.g. "rule", "tamper", "health", "drift", "coverage", "motion_while_blind", "storage", "canary",
+    # "evasion_suspected" (trustcam.pipeline: only the second-opinion model sees an object)
     severity: Severity
     message: str
     camera: str | None = None

@@ -373,6 +373,28 @@ class CameraConfig(StrictModel):
         return self
 
 
+class SecondOpinionConfig(StrictModel):
+    """A second, architecturally different model that looks where the primary may have been fooled (evasion)."""
+
+    enabled: bool = Field(
+        False, description="Run the second model on a sample of frames and where motion persists with no primary "
+        "detection; objects only it sees become events (`seen_by: secondary`) and raise `evasion_suspected`."
+    )
+    model: str = Field("nanodet-m-320", description="Catalog name of the second model (unlike the primary).")
+    sample_share: float = Field(
+        0.1, ge=0, le=1, description="Share of analysed frames (seeded sample) the second model checks whole."
+    )
+    persist_frames: int = Field(
+        5, ge=1, le=1000,
+        description="Motion persisting this many analysed frames with no primary detection is checked by the "
+        "second model.",
+    )
+    disagreement_frames: int = Field(
+        5, ge=1, le=1000,
+        description="Analysed frames an object only the second model sees must persist before `evasion_suspected`.",
+    )
+
+
 class DetectorConfig(StrictModel):
     model: str = Field("yolox-nano", description="Catalog name of the detector model (`trustcam models list`).")
     failover: list[str] = Field(
@@ -392,6 +414,17 @@ class DetectorConfig(StrictModel):
         description="Full-frame detection in overlapping tiles so small distant people are found; 'auto' tiles "
         "when the frame would shrink more than 2x to fit the model.",
     )
+    second_opinion: SecondOpinionConfig = Field(
+        default_factory=SecondOpinionConfig,
+        description="Run-time second opinion against evasion attacks on the primary model (docs/pipeline.md).",
+    )
+
+    @model_validator(mode="after")
+    def _second_opinion_differs(self) -> DetectorConfig:
+        if self.second_opinion.enabled and self.second_opinion.model == self.model:
+            raise ValueError(f"detector.second_opinion.model is the primary model ({self.model}): an attack on one "
+                             "fools both; name another (`trustcam models list`), e.g. nanodet-m-320")
+        return self
 
 
 class TrackerConfig(StrictModel):

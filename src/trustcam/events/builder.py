@@ -34,6 +34,7 @@ class _Candidate:
     best_image: np.ndarray | None = None
     zones: list[str] = field(default_factory=list)
     hits: list[RuleHit] = field(default_factory=list)
+    seen_by: set[str] = field(default_factory=set)
     event: Event | None = None
 
 
@@ -70,6 +71,8 @@ class EventBuilder:
                 cand = self._tracks[obj.track_id] = _Candidate(obj.label, time, time)
             cand.last_seen = time
             cand.scores.append(obj.score)
+            if obj.seen_by is not None:
+                cand.seen_by.add(obj.seen_by)
             if obj.score > cand.best_score:
                 cand.best_score, cand.best_box, cand.best_time = obj.score, obj.box, time
                 cand.best_image = image_source.bgr  # type: ignore[attr-defined]
@@ -110,6 +113,7 @@ class EventBuilder:
         event.end = cand.last_seen
         event.best_score, event.best_box, event.best_time = cand.best_score, cand.best_box, cand.best_time
         event.zones = list(cand.zones)
+        event.seen_by = _seen_by(cand.seen_by)
 
     def _finish(self, track_id: int) -> None:
         cand = self._tracks.pop(track_id)
@@ -128,3 +132,12 @@ class EventBuilder:
             path = self.snapshot_dir / self.camera / f"{event.id}.jpg"
             event.snapshot = str(write_snapshot(cand.best_image, event.best_box, caption, path))
         self.bus.publish(EventEnded(event))
+
+
+def _seen_by(sources: set[str]) -> str | None:
+    """One word for which models saw the object over its life: both once each model saw it at some point."""
+    if not sources:
+        return None
+    if "both" in sources or sources >= {"primary", "secondary"}:
+        return "both"
+    return next(iter(sources))

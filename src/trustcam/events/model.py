@@ -27,6 +27,7 @@ class Event:
     snapshot: str | None = None
     model_name: str = ""
     model_sha256: str = ""
+    seen_by: str | None = None  # with a second opinion: "primary", "secondary" or "both"; None = one model only
 
     @property
     def threat(self) -> ThreatLevel:
@@ -48,6 +49,7 @@ class Event:
             "threat": self.threat.value,
             "snapshot": self.snapshot,
             "model": {"name": self.model_name, "sha256": self.model_sha256},
+            "seen_by": self.seen_by,
         }
 
 

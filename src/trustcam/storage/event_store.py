@@ -23,7 +23,7 @@ class EventStore:
             id=event.id, camera=event.camera, label=event.label, track_id=event.track_id, start=event.start,
             end=event.end, best_score=event.best_score, box=data["box"], zones=event.zones, rules=data["rules"],
             threat=event.threat.value, snapshot=event.snapshot, model_name=event.model_name,
-            model_sha256=event.model_sha256,
+            model_sha256=event.model_sha256, seen_by=event.seen_by,
         )
         with Session(self.engine) as session, session.begin():
             session.merge(row)

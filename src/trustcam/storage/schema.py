@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, Integer, String
+from sqlalchemy import JSON, Float, Index, Integer, String, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -30,6 +30,15 @@ class EventRow(Base):
     model_name: Mapped[str] = mapped_column(String(64))
     model_sha256: Mapped[str] = mapped_column(String(64))
     held: Mapped[int] = mapped_column(Integer, default=0)  # legal hold on the event's footage
+    seen_by: Mapped[str | None] = mapped_column(String(16), nullable=True)  # second opinion: primary/secondary/both
+
+    # The event list's order (newest first, id breaks ties) per filter it is most often asked for: a page is an
+    # index walk without a sort, and its total a count over the index alone (migration 0010).
+    __table_args__ = (
+        Index("ix_events_start_id", text("start DESC"), "id"),
+        Index("ix_events_camera_start_id", "camera", text("start DESC"), "id"),
+        Index("ix_events_camera_label_start_id", "camera", "label", text("start DESC"), "id"),
+    )
 
 
 class SegmentRow(Base):

@@ -25,6 +25,7 @@ class TrackedObject:
     label: str
     box: tuple[float, float, float, float]
     score: float
+    seen_by: str | None = None  # "primary", "secondary" or "both" with a second opinion (trustcam.pipeline)
 
     @property
     def foot(self) -> tuple[float, float]:

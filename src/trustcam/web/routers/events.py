@@ -15,7 +15,7 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import Field
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
 from trustcam.security.roles import Role
@@ -38,7 +38,7 @@ class ReviewRequest(ApiModel):
     note: str | None = Field(None, max_length=1000, description="Free text kept with the verdict.")
 
 
-def event_json(row: EventRow, state: ReviewState) -> dict[str, Any]:
+def event_json(row: EventRow | Row[Any], state: ReviewState) -> dict[str, Any]:
     return {
         "id": row.id, "camera": row.camera, "label": row.label, "track_id": row.track_id, "start": row.start,
         "end": row.end, "best_score": row.best_score, "box": row.box, "zones": row.zones, "rules": row.rules,
@@ -86,10 +86,12 @@ def list_events(
         conditions.append(EventRow.start < until)
     if reviewed is not None:
         conditions.append(reviewed_clause(reviewed))
-    with Session(ctx.engine) as session:
-        total = session.scalar(select(func.count()).select_from(EventRow).where(*conditions)) or 0
-        rows = list(session.scalars(select(EventRow).where(*conditions)
-                                    .order_by(EventRow.start.desc(), EventRow.id).limit(limit).offset(offset)))
+    # Plain rows, not ORM objects: nothing is changed or lazily loaded, and building 50 mapped instances per page
+    # cost more than the indexed queries themselves (ix_events_*_start_id keep both to an index walk).
+    with ctx.engine.connect() as connection:
+        total = connection.scalar(select(func.count()).select_from(EventRow).where(*conditions)) or 0
+        rows = connection.execute(select(*EventRow.__table__.columns).where(*conditions)
+                                  .order_by(EventRow.start.desc(), EventRow.id).limit(limit).offset(offset)).all()
     states = Reviews(ctx.engine).states([row.id for row in rows])
     return {"events": [event_json(row, states[row.id]) for row in rows], "total": total}
 

@@ -1,0 +1,146 @@
+"""The run-time second opinion on real footage with real models: a person the primary model cannot see (an evasion
+attack on it) still becomes an event, seen by the second model, and raises ``evasion_suspected``; with both models
+working nothing is raised; switched off, the pipeline is exactly what it was."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trustcam.alerts.model import Alert, Severity
+from trustcam.bus import Bus
+from trustcam.config import Settings
+from trustcam.config.schema import CameraConfig
+from trustcam.events.model import Event, EventEnded
+from trustcam.ingest.source import VideoSource
+from trustcam.pipeline import EVASION_SUSPECTED, CameraPipeline
+from trustcam.storage.database import open_database
+from trustcam.storage.event_store import EventStore
+from trustcam.vision.detections import Detections
+from trustcam.vision.detectors.base import Detector
+from trustcam.vision.labels import COCO_LABELS
+from trustcam.vision.second_opinion import split
+
+PERSON = COCO_LABELS.index("person")
+# one-by-one-person-detection.mp4: the first person walks in at about 7 s and leaves at about 19 s
+FIRST_PERSON_UNTIL_S = 20.0
+
+
+class Blinded:
+    """Stand-in for a successful adversarial (evasion) attack on the primary model: the real yolox-nano runs, but
+    every person it finds is dropped, as PGD at eps=8 does to its person recall (`trustcam assess`)."""
+
+    def __init__(self, inner: Detector) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def detect(self, image: np.ndarray, score_threshold: float | None = None) -> Detections:
+        dets = self.inner.detect(image, score_threshold)
+        return dets.select(np.flatnonzero(dets.class_ids != PERSON))
+
+
+def camera() -> CameraConfig:
+    return CameraConfig(source="x", detect={"fps": 5},
+                        objects={"track": ["person"], "filters": {"person": {"min_score": 0.3, "threshold": 0.6}}})
+
+
+def settings(enabled: bool) -> Settings:
+    return Settings(detector={"second_opinion": {"enabled": enabled, "sample_share": 0.1, "persist_frames": 3,
+                                                 "disagreement_frames": 5}})
+
+
+def run(video: Path, primary: object, secondary: Detector | None, enabled: bool,
+        until_s: float) -> tuple[list[Event], list[Alert], CameraPipeline]:
+    bus = Bus()
+    events: list[Event] = []
+    alerts: list[Alert] = []
+    bus.subscribe(EventEnded, lambda m: events.append(m.event))
+    bus.subscribe(Alert, alerts.append)
+    pipeline = CameraPipeline("office", camera(), settings(enabled), primary, bus, None,  # type: ignore[arg-type]
+                              secondary=secondary)
+    for frame in VideoSource(str(video), fps=5).frames():
+        pipeline.process(frame)
+        if frame.time > until_s:
+            break
+    pipeline.close()
+    return events, alerts, pipeline
+
+
+def test_person_hidden_from_the_primary_is_caught_by_the_second_opinion(person_video: Path, yolox, nanodet,
+                                                                         tmp_path: Path) -> None:
+    blinded = Blinded(yolox)
+    # the attack works: without a second opinion the person who walks in is never an event
+    events, alerts, _ = run(person_video, blinded, None, False, FIRST_PERSON_UNTIL_S)
+    assert events == [] and alerts == []
+
+    events, alerts, pipeline = run(person_video, blinded, nanodet, True, FIRST_PERSON_UNTIL_S)
+    assert len(events) == 1, [(e.start, e.end, e.seen_by) for e in events]
+    event = events[0]
+    assert event.label == "person" and event.seen_by == "secondary"
+    assert 5 <= event.start <= 9 and event.end - event.start > 8
+    evasion = [a for a in alerts if a.kind == EVASION_SUSPECTED]
+    assert len(evasion) == 1  # once per track, not once per frame
+    alert = evasion[0]
+    assert alert.severity == Severity.high and alert.camera == "office"
+    assert alert.data["label"] == "person" and alert.data["event_id"] == event.id
+    assert alert.data["primary"] == {"model": "yolox-nano", "score": 0.0}
+    assert alert.data["secondary"]["model"] == "nanodet-m-320" and alert.data["secondary"]["score"] >= 0.3
+    assert event.start <= alert.data["frame_time"] <= event.end and alert.source_time == alert.data["frame_time"]
+    assert pipeline.stats.evasion_alerts == 1 and pipeline.stats.second_opinion_calls > 0
+
+    # seen_by is stored with the event (migration 0009)
+    store = EventStore(open_database(f"sqlite:///{tmp_path / 'events.db'}"))
+    store.save(event)
+    assert [row.seen_by for row in store.recent()] == ["secondary"]
+
+
+def test_no_evasion_alarm_when_both_models_see_the_people(person_video: Path, yolox, nanodet) -> None:
+    events, alerts, pipeline = run(person_video, yolox, nanodet, True, 45.0)
+    assert len(events) == 2, [(e.start, e.end) for e in events]
+    assert [a for a in alerts if a.kind == EVASION_SUSPECTED] == []  # false alarms: 0
+    assert {e.seen_by for e in events} <= {"both", "primary"}
+    assert pipeline.stats.second_opinion_checks > 0
+    # a sample, not every frame: the second model looks at a fraction of what the primary looks at
+    assert pipeline.stats.second_opinion_checks < pipeline.stats.frames / 3
+
+
+def test_switched_off_the_pipeline_is_unchanged(person_video: Path, yolox, nanodet) -> None:
+    before = nanodet.calls
+    off, off_alerts, off_pipeline = run(person_video, yolox, nanodet, False, FIRST_PERSON_UNTIL_S)
+    plain, plain_alerts, plain_pipeline = run(person_video, yolox, None, False, FIRST_PERSON_UNTIL_S)
+    assert nanodet.calls == before  # the second model never ran
+    assert off_pipeline.second_opinion is None
+    assert len(off) == len(plain) == 1
+    for a, b in zip(off, plain, strict=True):
+        assert (a.start, a.end, a.best_score, a.best_box, a.seen_by) == (b.start, b.end, b.best_score, b.best_box,
+                                                                          None)
+    assert off_alerts == plain_alerts == []
+    assert off_pipeline.stats.detector_calls == plain_pipeline.stats.detector_calls
+    assert off_pipeline.stats.second_opinion_checks == 0
+
+
+def test_enabled_without_a_second_model_is_refused(yolox) -> None:
+    with pytest.raises(ValueError, match="build_second_opinion"):
+        CameraPipeline("office", camera(), settings(True), yolox, Bus(), None)
+
+
+def test_split_keeps_what_only_the_second_model_sees() -> None:
+    primary = Detections(np.array([[0, 0, 100, 200]], np.float32), np.array([0.9], np.float32), np.array([PERSON]))
+    secondary = Detections(np.array([[5, 5, 105, 205], [300, 0, 400, 200], [0, 0, 100, 200]], np.float32),
+                           np.array([0.8, 0.7, 0.6], np.float32), np.array([PERSON, PERSON, 2]))
+    review = split(secondary, primary)
+    assert review.confirmed.tolist() == [True]
+    # the far person and the other-label box are the second model's alone
+    assert review.secondary_only.boxes.tolist() == [[300, 0, 400, 200], [0, 0, 100, 200]]
+
+
+def test_the_second_opinion_must_be_another_model() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="is the primary model"):
+        Settings(detector={"model": "nanodet-m-320", "second_opinion": {"enabled": True}})
+    assert Settings(detector={"model": "nanodet-m-320"}).detector.second_opinion.enabled is False
