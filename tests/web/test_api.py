@@ -40,7 +40,8 @@ JPEG = b"\xff\xd8\xff\xe0 a real snapshot would be here \xff\xd9"
 def _event(i: int, camera: str, label: str, start: float, snapshot: str | None = None) -> EventRow:
     return EventRow(id=f"{i:032x}", camera=camera, label=label, track_id=i, start=start, end=start + 3.0,
                     best_score=0.5 + (i % 5) / 10, box=[10.0, 20.0, 110.0, 220.0], zones=[], rules=[], threat="none",
-                    snapshot=snapshot, model_name="yolox-nano", model_sha256="ab" * 32)
+                    snapshot=snapshot, model_name="yolox-nano", model_sha256="ab" * 32,
+                    seen_by="secondary" if i == 100 else None)
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +117,7 @@ def test_review_and_ack_are_stored_with_user_and_history(api):
         assert bad.status_code == 422 and "verdict" in bad.json()["detail"]
         detail = client.get(f"/api/events/{event}").json()
         assert detail["review"]["verdict"] == "false_positive" and detail["acknowledged"]["user"] == "operator"
+        assert detail["seen_by"] is None  # no second opinion ran on it
         assert [h.get("verdict") for h in detail["history"]] == [None, "true_positive", "false_positive"]
         reviewed = client.get("/api/events", params={"reviewed": "true"}).json()
         assert [e["id"] for e in reviewed["events"]] == [event]
@@ -131,6 +133,7 @@ def test_export_gives_a_bundle_that_verifies(api, tmp_path):
     server, tokens = api
     event = f"{100:032x}"
     with server.client(tokens["operator"]) as client:
+        assert client.get(f"/api/events/{event}").json()["seen_by"] == "secondary"  # only the second opinion saw it
         answer = client.post(f"/api/events/{event}/export")
         assert answer.status_code == 200, answer.text
         assert answer.headers["content-type"] == "application/zip"

@@ -43,7 +43,9 @@ def event_json(row: EventRow | Row[Any], state: ReviewState) -> dict[str, Any]:
         "id": row.id, "camera": row.camera, "label": row.label, "track_id": row.track_id, "start": row.start,
         "end": row.end, "best_score": row.best_score, "box": row.box, "zones": row.zones, "rules": row.rules,
         "threat": row.threat, "has_snapshot": bool(row.snapshot), "held": bool(row.held),
-        "model": {"name": row.model_name, "sha256": row.model_sha256}, **state.to_json(),
+        "model": {"name": row.model_name, "sha256": row.model_sha256},
+        "seen_by": row.seen_by,  # with detector.second_opinion: primary, secondary or both (null: not checked)
+        **state.to_json(),
     }
 
 

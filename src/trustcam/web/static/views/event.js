@@ -20,6 +20,9 @@ export async function render(main, args, _query, { go }) {
     ["Rules", ev.rules.map((r) => `${r.name} (${r.threat})`).join(", ") || "–"],
     ["Model", ev.model.name ? h("span", {}, ev.model.name, " ", h("code", { title: ev.model.sha256 || "" },
       (ev.model.sha256 || "").slice(0, 12))) : "–"],
+    ...(ev.seen_by ? [["Seen by", h("span", { id: "seen-by" }, ev.seen_by === "secondary"
+      ? badge("second model only: the primary missed it (possible evasion)", "warn")
+      : ev.seen_by === "both" ? "both models" : "primary model")]] : []),
     ["Review", h("span", { id: "review-state" }, reviewBadge(ev),
       review.note ? h("span", { id: "review-note" }, ` “${review.note}”`) : null,
       review.by ? h("span", { class: "muted" }, ` by ${review.by}${review.at ? `, ${when(review.at)}` : ""}`) : null)],
