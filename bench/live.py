@@ -29,7 +29,7 @@ import httpx
 import pyotp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from web_login_flood import DATA, PASSWORD, _setup_token, _start
+from web_login_flood import DATA, PASSWORD, _start, signed_in_admin
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -97,12 +97,7 @@ def bench(seconds: float, viewer_counts: list[int], video: Path) -> dict[str, ob
         tmp = Path(name)
         process, url, context = _start(tmp, video)
         try:
-            token = _setup_token(tmp / "data" / "setup-token")
-            admin = httpx.Client(base_url=url, verify=context, timeout=60)
-            admin.post("/api/auth/setup", json={"setup_token": token, "username": "admin", "password": PASSWORD}
-                       ).raise_for_status()
-            login = admin.post("/api/auth/login", json={"username": "admin", "password": PASSWORD})
-            login.raise_for_status()
+            admin, login = signed_in_admin(tmp, url, context)
             csrf = login.json()["csrf_token"]
             if login.json().get("mfa_enrolment_required"):  # admins always need TOTP
                 secret = admin.post("/api/me/mfa/enroll", headers={"X-CSRF-Token": csrf}).json()["secret"]

@@ -88,16 +88,24 @@ def _setup_token(path: Path, wait_s: float = 30.0) -> str:
     return path.read_text().strip()
 
 
+def signed_in_admin(tmp: Path, url: str, context: ssl.SSLContext) -> tuple[httpx.Client, httpx.Response]:
+    """The first admin, created with the setup token and signed in: the client (session cookie) and the login
+    answer (its CSRF token, whether TOTP enrolment is still due)."""
+    token = _setup_token(tmp / "data" / "setup-token")
+    admin = httpx.Client(base_url=url, verify=context, timeout=60)
+    admin.post("/api/auth/setup", json={"setup_token": token, "username": "admin", "password": PASSWORD}
+               ).raise_for_status()
+    login = admin.post("/api/auth/login", json={"username": "admin", "password": PASSWORD})
+    login.raise_for_status()
+    return admin, login
+
+
 def flood(logins: int, parallel: int, video: Path) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         process, url, context = _start(tmp, video)
         try:
-            token = _setup_token(tmp / "data" / "setup-token")
-            admin = httpx.Client(base_url=url, verify=context, timeout=60)
-            admin.post("/api/auth/setup", json={"setup_token": token, "username": "admin", "password": PASSWORD}
-                       ).raise_for_status()
-            admin.post("/api/auth/login", json={"username": "admin", "password": PASSWORD}).raise_for_status()
+            admin, _ = signed_in_admin(tmp, url, context)
             before = _peak_rss_mib(process.pid)
             stop = threading.Event()
             slowest = {"health": 0.0, "me": 0.0}
