@@ -288,7 +288,7 @@ def test_cli_export_verify_chain_rotate(recorded: tuple[Vault, Engine, Path], tm
     assert result.returncode == 1 and "not found" in result.stderr
 
     result = cli("keys", "rotate", "--config", str(config))
-    assert result.returncode == 0 and "5 segment key(s) and 1 snapshot key(s) re-wrapped" in result.stdout
+    assert result.returncode == 0 and "5 segment key(s) and 1 snapshot and face key(s) re-wrapped" in result.stdout
     result = cli("evidence", "chain", "--config", str(config), "--deep")
     assert result.returncode == 0 and "chain OK: front" in result.stdout, result.stdout + result.stderr
     (vault.root / vault.segments_between("front", T0, T0 + 1)[0].path).unlink()

@@ -11,6 +11,7 @@ from trustcam import __version__
 from trustcam.cli import (
     alert_commands,
     assess_command,
+    face_commands,
     model_commands,
     pipeline_commands,
     review_commands,
@@ -44,3 +45,4 @@ vault_commands.register(app)
 security_commands.register(app)
 review_commands.register(app)
 alert_commands.register(app)
+face_commands.register(app)

@@ -39,14 +39,18 @@ def _vault_errors() -> Iterator[None]:
 @keys_app.command("rotate")
 def keys_rotate(config: RequiredConfig) -> None:
     """Replace the KEK and re-wrap every data key; video files are not re-encrypted."""
+    from functools import partial
+
     from trustcam.storage.database import open_database
+    from trustcam.storage.faces import rewrap_face_keys
     from trustcam.storage.keys import rotate_kek
 
     with user_errors(), _vault_errors():
         settings = settings_from(config)
-        report = rotate_kek(settings.vault, open_database(settings.resolved_database_url))
+        report = rotate_kek(settings.vault, open_database(settings.resolved_database_url),
+                            also=[partial(rewrap_face_keys, settings.data_dir)])
         typer.echo(f"KEK rotated to {report.new_id} (previous: {', '.join(report.old_ids) or 'none'}): "
-                   f"{report.segments} segment key(s) and {report.blobs} snapshot key(s) re-wrapped")
+                   f"{report.segments} segment key(s) and {report.blobs} snapshot and face key(s) re-wrapped")
         for path in report.removed:
             typer.echo(f"removed retired KEK {path}")
         for key_id, count in report.kept.items():

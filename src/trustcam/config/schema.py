@@ -307,6 +307,29 @@ class CanaryConfig(StrictModel):
     deadline_s: float = Field(10.0, gt=0, le=300, description="Detection + delivery must finish within this.")
 
 
+class FacesConfig(StrictModel):
+    """Face recognition for one camera: off unless enabled, and then nothing leaves the camera unless configured."""
+
+    enabled: bool = Field(
+        False, description="Detect and recognise faces of tracked people on this camera. Off: no face is detected, "
+        "embedded or stored for it.",
+    )
+    zones: list[str] | None = Field(
+        None, description="Only faces of people inside these zones of this camera (default: the whole frame).",
+    )
+    target_fmr: float = Field(
+        1e-3, gt=0, lt=1, description="Target false-match rate; the match threshold is the one `trustcam faces "
+        "calibrate --target-fmr` measured for it (not a fixed distance).",
+    )
+    store_unknown: bool = Field(
+        False, description="Keep an encrypted template of faces that match nobody. Off: an event only says "
+        "'unknown face' and no template of a stranger is ever stored.",
+    )
+    publish_identity: bool = Field(
+        False, description="Put the recognised identity (sub_label, distance, margin) in MQTT and webhook payloads.",
+    )
+
+
 class CameraConfig(StrictModel):
     source: str = Field(
         description="rtsp://…, http(s)://…, a video file path, or /dev/videoN (USB/V4L2)."
@@ -328,6 +351,7 @@ class CameraConfig(StrictModel):
         description="When no detector is left (AI blind): fail_open raises an alert for any motion; fail_closed "
         "only raises the AI-blind alert.",
     )
+    faces: FacesConfig = Field(default_factory=FacesConfig, description="Face recognition (off by default).")
     privacy_masks: list[Polygon] = Field(
         default_factory=list,
         description="Polygons [[x, y], ...] (fractions of the frame, 0..1) blacked out in live view, snapshots and "
@@ -370,6 +394,10 @@ class CameraConfig(StrictModel):
             if zone is not None and zone not in self.zones:
                 known = ", ".join(sorted(self.zones)) or "none defined"
                 raise ValueError(f"rule '{rule.name}' names zone '{zone}', which does not exist (zones: {known})")
+        for zone in self.faces.zones or ():
+            if zone not in self.zones:
+                known = ", ".join(sorted(self.zones)) or "none defined"
+                raise ValueError(f"faces.zones names zone '{zone}', which does not exist (zones: {known})")
         return self
 
 
@@ -383,6 +411,11 @@ class SecondOpinionConfig(StrictModel):
     model: str = Field("nanodet-m-320", description="Catalog name of the second model (unlike the primary).")
     sample_share: float = Field(
         0.1, ge=0, le=1, description="Share of analysed frames (seeded sample) the second model checks whole."
+    )
+    sample_tiles: bool = Field(
+        False, description="Also check sampled frames tile by tile (as `detector.tiling` says): finds small, distant "
+        "objects, at about 7 model calls instead of 1 per sample on a 768x432 frame. Off: the whole frame at the "
+        "model's own input size, which keeps the defence within +25% CPU (bench/second_opinion.py).",
     )
     persist_frames: int = Field(
         5, ge=1, le=1000,

@@ -24,7 +24,7 @@ import secrets
 import stat
 import struct
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -377,7 +377,11 @@ def rewrap_segments(engine: Engine, keks: Mapping[str, KeyEncryptionKey], new: K
                 report.segments += done.rowcount
 
 
-def rotate_kek(config: VaultConfig, engine: Engine) -> RotationReport:
+# Other key holders re-wrapped with the vault's (face templates' key files): (keks, new KEK, report) -> None.
+Rewrapper = Callable[[Mapping[str, KeyEncryptionKey], KeyEncryptionKey, "RotationReport"], None]
+
+
+def rotate_kek(config: VaultConfig, engine: Engine, also: Sequence[Rewrapper] = ()) -> RotationReport:
     """Replace the KEK and re-wrap every data key (segments in the database, snapshots' headers); no video is
     re-encrypted.
 
@@ -417,6 +421,8 @@ def rotate_kek(config: VaultConfig, engine: Engine) -> RotationReport:
 
     rewrap_segments(engine, keks, new, report)
     rewrap_blobs(config, keks, new, report)
+    for rewrap in also:  # before old KEKs are deleted: a key left behind keeps its KEK (report.blobs_left)
+        rewrap(keks, new, report)
 
     with _flock(lock_target, fcntl.LOCK_EX) if lock_target else contextlib.nullcontext():
         with Session(engine) as session:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, Index, Integer, String, text
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, LargeBinary, String, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -31,6 +31,10 @@ class EventRow(Base):
     model_sha256: Mapped[str] = mapped_column(String(64))
     held: Mapped[int] = mapped_column(Integer, default=0)  # legal hold on the event's footage
     seen_by: Mapped[str | None] = mapped_column(String(16), nullable=True)  # second opinion: primary/secondary/both
+    # face recognition (migration 0011): the identity's name, "unknown face", or "erased" once its person is erased
+    sub_label: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    face_distance: Mapped[float | None] = mapped_column(Float, nullable=True)  # to the matched identity
+    face_margin: Mapped[float | None] = mapped_column(Float, nullable=True)  # to the next identity
 
     # The event list's order (newest first, id breaks ties) per filter it is most often asked for: a page is an
     # index walk without a sort, and its total a count over the index alone (migration 0010).
@@ -94,3 +98,31 @@ class DeletionRow(Base):
     camera: Mapped[str] = mapped_column(String(63))
     segment_id: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(String(255))
+
+
+class FaceIdentityRow(Base):
+    """An enrolled person: who enrolled them, on which stated consent, until when. Their templates are encrypted under
+    a data key that is *not* in the database (``<data_dir>/faces/keys/<id>.key``), so erasing that file shreds them."""
+
+    __tablename__ = "face_identities"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(128))
+    consent: Mapped[str] = mapped_column(String(2000))
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+
+
+class FaceTemplateRow(Base):
+    """One enrolled face embedding, AES-GCM encrypted (``nonce ‖ ciphertext ‖ tag``); never stored in clear."""
+
+    __tablename__ = "face_templates"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    identity_id: Mapped[str] = mapped_column(String(32), ForeignKey("face_identities.id", ondelete="CASCADE"),
+                                             index=True)
+    enrolled_at: Mapped[float] = mapped_column(Float)
+    source_sha256: Mapped[str] = mapped_column(String(64))  # of the enrolment image (the image is not kept)
+    quality: Mapped[float] = mapped_column(Float)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)

@@ -74,6 +74,15 @@ class AssetSpec:
         return (directory or paths.model_dir()) / self.name / self.filename
 
 
+@dataclass(frozen=True)
+class FaceModelSpec(AssetSpec):
+    """The face detector (YuNet), pinned and installed like the other models; it is not an object detector, so it
+    stays out of ``CATALOG`` (no detector failover or comparison ever picks it). ``crop`` does not apply."""
+
+    crop: tuple[int, int, int, int] = (0, 0, 0, 0)
+    kind: ClassVar[str] = "face model"
+
+
 CATALOG: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -118,6 +127,16 @@ ASSETS: dict[str, AssetSpec] = {
             source="https://cocodataset.org (also in the coco128 sample: coco128/images/train2017)",
             crop=(133, 7, 333, 633),  # the standing man (COCO128 label: person 0.485 0.499 0.418 0.978)
         ),
+        FaceModelSpec(
+            name="yunet-n",
+            filename="yunet_n_dynamic.onnx",
+            sha256="104ee26c71d5c270ce79a6b3dced91c91013260d29a6bf18f9296c5b8c4c2b12",
+            size=322_906,
+            url="https://raw.githubusercontent.com/ShiqiYu/libfacedetection.train/"
+            "02246e79b1e976c83d1e135a85e0628120c93769/onnx/yunet_n_dynamic.onnx",
+            licence="Apache-2.0 (libfacedetection.train by Shiqi Yu; weights trained on WIDER FACE, research use)",
+            source="https://github.com/ShiqiYu/libfacedetection.train",
+        ),
     )
 }
 
@@ -138,6 +157,8 @@ SIGNATURES: dict[str, str] = {
     "3adb25c25fccc9427af956f5a693ec58b7c9c320828b37426a86228dbd1a0f0c",
     "canary-person": "dfad26bc7256998a42d427d3dcd16760704cbbd1fdec88d58e9517acf247e674"
     "713a48b79cef1458eefd67a7bc470e1f3a9c6d5aed55d7824d81ec2174e28704",
+    "yunet-n": "fb0246bd8c77d9a86b9de7109f30b6445009951271ba263ffd9ef4fa92eab49f"
+    "0363a9deac05a58303d9d3ce1c0e656893ea3c95a78a7e275e1f0e59eac0b408",
 }
 # --- end of project signatures ---
 
