@@ -65,6 +65,9 @@ def users_create(
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
     unmasked: Annotated[bool, typer.Option("--unmasked", help="May see behind cameras' privacy masks and export "
                                            "their evidence (no role implies it, admins included).")] = False,
+    biometrics: Annotated[bool, typer.Option("--biometrics", help="May see faces unblurred and recognised "
+                                             "identities, and export footage of face-recognition cameras (no role "
+                                             "implies it, admins included).")] = False,
 ) -> None:
     """Create a user (the password is asked twice, or read from stdin)."""
     with user_errors():
@@ -76,9 +79,9 @@ def users_create(
             raise SecurityError(2, f"unknown camera(s) {', '.join(unknown)}; configured: "
                                 f"{', '.join(service.settings.cameras) or 'none'}")
         user = service.users.create(username.strip().lower(), _read_password(password_stdin), chosen, camera,
-                                    unmasked=unmasked)
+                                    unmasked=unmasked, biometrics=biometrics)
         service.record("user.create", username=_actor(), client="cli", target=user.username, role_set=chosen.value,
-                       cameras=camera, unmasked=unmasked)
+                       cameras=camera, unmasked=unmasked, biometrics=biometrics)
         service.close()
         mfa = " (must enrol TOTP at first login)" if service.mfa_required(user) else ""
         say(f"created {user.role.value} '{user.username}'{mfa}")
@@ -91,7 +94,7 @@ def users_list(config: ConfigOption = None) -> None:
         for user in _service(config).users.all():
             cameras = "all" if user.cameras is None else ",".join(sorted(user.cameras)) or "none"
             flags = [f for f, on in (("mfa", user.mfa_enabled), ("unmasked", user.unmasked),
-                                     ("DISABLED", user.disabled)) if on]
+                                     ("biometrics", user.biometrics), ("DISABLED", user.disabled)) if on]
             typer.echo(f"{user.username}\t{user.role.value}\tcameras={cameras}\t{' '.join(flags)}".rstrip())
 
 
@@ -152,6 +155,23 @@ def users_grant_unmasked(
                        target=user.username)
         service.close()
         say(f"{user.username}: {'no longer sees' if revoke else 'now sees'} behind privacy masks")
+
+
+@users_app.command("grant-biometrics")
+def users_grant_biometrics(
+    username: UsernameArg,
+    config: ConfigOption = None,
+    revoke: Annotated[bool, typer.Option("--revoke", help="Take the permission away instead.")] = False,
+) -> None:
+    """Let the user see faces unblurred and recognised identities on face-recognition cameras, and export their
+    evidence (--revoke: no longer). Open live views of a user who loses it end within seconds."""
+    with user_errors():
+        service = _service(config)
+        user = service.users.update(service.users.need(username), biometrics=not revoke)
+        service.record("biometrics.revoke" if revoke else "biometrics.grant", username=_actor(), client="cli",
+                       target=user.username)
+        service.close()
+        say(f"{user.username}: {'no longer sees' if revoke else 'now sees'} faces unblurred and identities")
 
 
 WitnessOption = Annotated[Path | None, typer.Option(

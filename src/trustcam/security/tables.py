@@ -31,6 +31,7 @@ class UserRow(Base):
     created: Mapped[float] = mapped_column(Float)
     updated: Mapped[float] = mapped_column(Float)
     unmasked: Mapped[int] = mapped_column(Integer, default=0)  # sees behind privacy masks (migration 0008)
+    biometrics: Mapped[int] = mapped_column(Integer, default=0)  # sees faces unblurred and identities (0012)
 
 
 class SessionRow(Base):

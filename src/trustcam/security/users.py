@@ -29,11 +29,13 @@ class User:
     created: float
     updated: float
     unmasked: bool = False  # sees behind cameras' privacy masks (granted per user by an admin, whatever the role)
+    biometrics: bool = False  # sees faces unblurred and identities (granted like unmasked, whatever the role)
 
 
 def _user(row: UserRow) -> User:
     return User(row.id, row.username, Role(row.role), None if row.cameras is None else frozenset(row.cameras),
-                bool(row.mfa_enabled), bool(row.disabled), row.created, row.updated, bool(row.unmasked))
+                bool(row.mfa_enabled), bool(row.disabled), row.created, row.updated, bool(row.unmasked),
+                bool(row.biometrics))
 
 
 def check_username(username: str) -> str:
@@ -108,7 +110,7 @@ class UserStore:
         return passwords.verify_password(stored, password)
 
     def create(self, username: str, password: str, role: Role, cameras: list[str] | None = None,
-               unmasked: bool = False) -> User:
+               unmasked: bool = False, biometrics: bool = False) -> User:
         check_username(username)
         passwords.check_policy(password, username)
         now = time.time()
@@ -118,7 +120,8 @@ class UserStore:
                 raise SecurityError(409, f"user '{username}' already exists; pick another name or change that user")
             row = UserRow(username=username, role=role.value, cameras=None if cameras is None else sorted(cameras),
                           password_hash=hashed, recovery_codes=[], created=now,
-                          updated=now, totp_last_step=0, mfa_enabled=0, disabled=0, unmasked=int(unmasked))
+                          updated=now, totp_last_step=0, mfa_enabled=0, disabled=0, unmasked=int(unmasked),
+                          biometrics=int(biometrics))
             session.add(row)
             session.flush()
             return _user(row)
@@ -144,9 +147,10 @@ class UserStore:
     # --- changes by an admin --------------------------------------------------------------------------------
 
     def update(self, user: User, *, role: Role | None = None, cameras: list[str] | bool | None = False,
-               disabled: bool | None = None, unmasked: bool | None = None) -> User:
-        """Change role / cameras (``False``: unchanged, ``None``: all) / disabled / the ``unmasked`` permission;
-        disabling ends every session."""
+               disabled: bool | None = None, unmasked: bool | None = None,
+               biometrics: bool | None = None) -> User:
+        """Change role / cameras (``False``: unchanged, ``None``: all) / disabled / the ``unmasked`` and
+        ``biometrics`` permissions (``None``: unchanged); disabling ends every session."""
         values: dict[str, object] = {"updated": time.time()}
         if role is not None:
             values["role"] = role.value
@@ -156,6 +160,8 @@ class UserStore:
             values["disabled"] = int(disabled)
         if unmasked is not None:
             values["unmasked"] = int(unmasked)
+        if biometrics is not None:
+            values["biometrics"] = int(biometrics)
         demoting = (role is not None and role != Role.admin) or bool(disabled)
         if user.role == Role.admin and not user.disabled and demoting and self.active_admins() <= 1:
             raise SecurityError(409, f"'{user.username}' is the last active admin; create or enable another admin "

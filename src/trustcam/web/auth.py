@@ -58,6 +58,7 @@ class Principal:
     via: Literal["session", "token"]
     credential_id: str  # session id or token id (audit entries name it)
     unmasked: bool = False  # the user may see behind privacy masks (trustcam.vision.privacy.must_mask)
+    biometrics: bool = False  # sees faces unblurred and identities (trustcam.vision.privacy.must_blur_faces)
 
     def can_see(self, camera: str) -> bool:
         return self.cameras is None or camera in self.cameras
@@ -138,14 +139,14 @@ def _lookup(service: AccessControl, bearer: str | None, cookie: str | None
             return None
         user, token = found
         return Principal(user.id, user.username, token.role, user.cameras, "token", f"token:{token.id}",
-                         user.unmasked), False
+                         user.unmasked, user.biometrics), False
     if cookie:
         found_session = service.by_session(cookie)
         if found_session is None:
             return None
         user, session = found_session
         return (Principal(user.id, user.username, user.role, user.cameras, "session", public_id(session.digest),
-                          user.unmasked), service.mfa_pending(user))
+                          user.unmasked, user.biometrics), service.mfa_pending(user))
     return None
 
 

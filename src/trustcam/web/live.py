@@ -2,22 +2,25 @@
 
 Camera threads only hand over a reference (no drawing, no encoding): the work happens when someone watches,
 and then once per frame whatever the number of viewers (the JPEG is cached by frame sequence number). A camera
-with privacy masks has two JPEGs per frame, each encoded only when asked for: the masked one (masks filled black
-over the drawing, so a box inside a mask shows nothing either) and the original for users with ``unmasked``.
+with privacy masks or face blurring has one JPEG per variant a viewer needs (``Redaction.key``), each encoded only
+when asked for: e.g. the masked one (masks filled black over the drawing, so a box inside a mask shows nothing
+either), the one with faces blurred for users without ``biometrics``, and the original. Faces are found once per
+frame, on the camera's own pixels, and stay blurred where they were in the last frames watched (``FaceTrail``).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from trustcam.config.schema import CameraConfig
 from trustcam.ingest.frame import Frame
-from trustcam.vision.privacy import apply_privacy_masks
+from trustcam.vision.face_blur import Box, FaceTrail
+from trustcam.vision.privacy import ORIGINAL, Redaction, apply_redaction
 from trustcam.vision.tracker import TrackedObject
 
 Listener = Callable[[str, Frame, Sequence[TrackedObject]], None]
@@ -30,8 +33,9 @@ class _Latest:
     seq: int
     frame: Frame
     objects: tuple[TrackedObject, ...]
-    jpeg: bytes | None = None
-    masked_jpeg: bytes | None = None
+    jpegs: dict[str, bytes] = field(default_factory=dict)  # by Redaction.key
+    faces: list[Box] | None = None  # blurred in this frame (this frame's faces and the trail's)
+    faces_found: bool = False
 
 
 def draw(image: np.ndarray, objects: Sequence[TrackedObject], zones: dict[str, list[tuple[float, float]]]
@@ -65,7 +69,7 @@ class LiveHub:
         self.quality = quality
         self._zones = {name: {z: list(cfg.coordinates) for z, cfg in cam.zones.items()}
                        for name, cam in cameras.items()}
-        self._privacy = {name: [list(p) for p in cam.privacy_masks] for name, cam in cameras.items()}
+        self._trails = {name: FaceTrail(hold=3) for name in cameras}
         self._latest: dict[str, _Latest] = {}
         self._lock = threading.Lock()
         self._encode_locks = {name: threading.Lock() for name in cameras}
@@ -93,22 +97,28 @@ class LiveHub:
         latest = self._latest.get(camera)
         return latest.seq if latest else 0
 
-    def jpeg(self, camera: str, masked: bool = False) -> tuple[int, bytes] | None:
+    def jpeg(self, camera: str, view: Redaction = ORIGINAL) -> tuple[int, bytes] | None:
         """(sequence number, JPEG) of the latest frame with boxes and zones, or None before the first frame;
-        ``masked``: with the camera's privacy masks filled black (the same as unmasked when it has none)."""
+        redacted as ``view`` says (``trustcam.vision.privacy.redaction`` of the viewer and camera)."""
         latest = self._latest.get(camera)
         if latest is None:
             return None
-        polygons = self._privacy.get(camera, []) if masked else []
-        field = "masked_jpeg" if polygons else "jpeg"
-        if getattr(latest, field) is None:
+        if view.key not in latest.jpegs:
             with self._encode_locks.setdefault(camera, threading.Lock()):
-                if getattr(latest, field) is None:  # another viewer may have encoded it meanwhile
-                    canvas = draw(latest.frame.bgr, latest.objects, self._zones.get(camera, {}))
-                    if polygons:
-                        canvas = apply_privacy_masks(canvas, polygons)
+                if view.key not in latest.jpegs:  # another viewer may have encoded it meanwhile
+                    zones = self._zones.get(camera, {})
+                    canvas = apply_redaction(latest.frame.bgr, view, lambda image: draw(image, latest.objects, zones),
+                                             faces=lambda image: self._faces(camera, latest, image))
                     ok, encoded = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
                     if not ok:
                         raise OSError(f"camera {camera}: could not encode the live frame as JPEG")
-                    setattr(latest, field, encoded.tobytes())
-        return latest.seq, getattr(latest, field)
+                    latest.jpegs[view.key] = encoded.tobytes()
+        return latest.seq, latest.jpegs[view.key]
+
+    def _faces(self, camera: str, latest: _Latest, image: np.ndarray) -> list[Box] | None:
+        """The face boxes to blur in the latest frame: found once per frame (under the camera's encode lock), with
+        those of the last frames watched; None (no detector: the whole frame is blurred)."""
+        if not latest.faces_found:
+            latest.faces = self._trails.setdefault(camera, FaceTrail(hold=3)).boxes(image)
+            latest.faces_found = True
+        return latest.faces

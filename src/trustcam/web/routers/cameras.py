@@ -14,7 +14,7 @@ from pydantic import Field
 
 from trustcam.config.schema import NAME_PATTERN
 from trustcam.security.roles import Role
-from trustcam.vision.privacy import must_mask
+from trustcam.vision.privacy import redaction
 from trustcam.web.auth import Principal, audit, require, require_camera, still_signed_in
 from trustcam.web.context import AppContext, Ctx
 from trustcam.web.live import LiveHub
@@ -58,11 +58,11 @@ def list_cameras(ctx: Ctx, principal: Viewer) -> list[dict[str, Any]]:
 async def snapshot(request: Request, name: CameraName, ctx: Ctx,
                    principal: Viewer) -> Response:
     _camera(ctx, principal, name)
-    masked = must_mask(principal, ctx.settings.cameras[name])
-    got = await run_in_threadpool(_hub(ctx).jpeg, name, masked)
+    view = redaction(principal, ctx.settings.cameras[name])
+    got = await run_in_threadpool(_hub(ctx).jpeg, name, view)
     if got is None:
         raise HTTPException(503, f"camera '{name}' has no analysed frame yet (connecting); try again in a moment")
-    audit(request, principal, "view_snapshot", name, masked=masked)
+    audit(request, principal, "view_snapshot", name, masked=view.masked, faces_blurred=view.faces)
     return Response(got[1], media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
@@ -72,21 +72,21 @@ async def snapshot(request: Request, name: CameraName, ctx: Ctx,
 async def live(request: Request, name: CameraName, ctx: Ctx,
                principal: Viewer) -> StreamingResponse:
     _camera(ctx, principal, name)
-    masked = must_mask(principal, ctx.settings.cameras[name])
-    audit(request, principal, "view_live", name, masked=masked)
+    view = redaction(principal, ctx.settings.cameras[name])
+    audit(request, principal, "view_live", name, masked=view.masked, faces_blurred=view.faces)
     hub = _hub(ctx)
     poll = min(0.05, 0.5 / ctx.settings.cameras[name].detect.fps)
 
     def ended() -> str | None:
         """Why the viewer may no longer watch (logged out, password changed, token revoked, user disabled, role
-        or camera grant changed), or None."""
+        or camera grant changed, unmasked or biometrics revoked), or None."""
         now = still_signed_in(request)
         if now is None:
             return "signed out, credential revoked or user disabled"
         if now.role not in LIVE_ROLES:
             return f"role is now {now.role.value}"
-        if must_mask(now, ctx.settings.cameras[name]) and not masked:
-            return "unmasked permission revoked"
+        if (lost := view.lost(redaction(now, ctx.settings.cameras[name]))) is not None:
+            return lost
         return None if now.can_see(name) else "camera no longer granted"
 
     async def frames() -> AsyncIterator[bytes]:
@@ -99,7 +99,7 @@ async def live(request: Request, name: CameraName, ctx: Ctx,
                     return
                 recheck_at = time.monotonic() + RECHECK_S
             if hub.seq(name) != last:
-                got = await run_in_threadpool(hub.jpeg, name, masked)
+                got = await run_in_threadpool(hub.jpeg, name, view)
                 if got is not None:
                     last, jpeg = got
                     yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"

@@ -22,7 +22,7 @@ from trustcam.security.roles import Role
 from trustcam.storage.reviews import Reviews, ReviewState, Verdict, reviewed_clause
 from trustcam.storage.schema import EventRow
 from trustcam.storage.vault import VaultError
-from trustcam.vision.privacy import export_refusal, mask_jpeg, must_mask
+from trustcam.vision.privacy import export_refusal, redact_jpeg, redaction
 from trustcam.web.auth import Principal, audit, require, require_camera
 from trustcam.web.context import AppContext, Ctx
 from trustcam.web.models import ApiModel
@@ -38,15 +38,27 @@ class ReviewRequest(ApiModel):
     note: str | None = Field(None, max_length=1000, description="Free text kept with the verdict.")
 
 
-def event_json(row: EventRow | Row[Any], state: ReviewState) -> dict[str, Any]:
+def event_json(row: EventRow | Row[Any], state: ReviewState, biometrics: bool = False) -> dict[str, Any]:
+    """One event as the API answers it; identities (``sub_label``, the face distance and margin) only to users with
+    the ``biometrics`` permission (null for everyone else, whatever the role)."""
     return {
         "id": row.id, "camera": row.camera, "label": row.label, "track_id": row.track_id, "start": row.start,
         "end": row.end, "best_score": row.best_score, "box": row.box, "zones": row.zones, "rules": row.rules,
         "threat": row.threat, "has_snapshot": bool(row.snapshot), "held": bool(row.held),
         "model": {"name": row.model_name, "sha256": row.model_sha256},
         "seen_by": row.seen_by,  # with detector.second_opinion: primary, secondary or both (null: not checked)
+        **_identity(row, biometrics),
         **state.to_json(),
     }
+
+
+def _identity(row: EventRow | Row[Any], biometrics: bool) -> dict[str, Any]:
+    """Face recognition's answer for the event: the identity's name, "unknown face" or "erased", with the distance
+    to the match and the margin to the next identity; all null without ``biometrics``."""
+    if not biometrics:
+        return {"sub_label": None, "face_distance": None, "face_margin": None}
+    return {"sub_label": getattr(row, "sub_label", None), "face_distance": getattr(row, "face_distance", None),
+            "face_margin": getattr(row, "face_margin", None)}
 
 
 NO_EVENT = "no such event (or not on a camera you may see); GET /api/events lists yours"
@@ -95,7 +107,7 @@ def list_events(
         rows = connection.execute(select(*EventRow.__table__.columns).where(*conditions)
                                   .order_by(EventRow.start.desc(), EventRow.id).limit(limit).offset(offset)).all()
     states = Reviews(ctx.engine).states([row.id for row in rows])
-    return {"events": [event_json(row, states[row.id]) for row in rows], "total": total}
+    return {"events": [event_json(row, states[row.id], principal.biometrics) for row in rows], "total": total}
 
 
 @router.get("/api/events/{event_id}", summary="One event with its review state and review history")
@@ -103,7 +115,8 @@ def get_event(event_id: EventId, ctx: Ctx,
               principal: Viewer) -> dict[str, Any]:
     row = _event(ctx, principal, event_id)
     reviews = Reviews(ctx.engine)
-    return dict(event_json(row, reviews.states([row.id])[row.id]), history=reviews.history(row.id))
+    return dict(event_json(row, reviews.states([row.id])[row.id], principal.biometrics),
+                history=reviews.history(row.id))
 
 
 def _read_snapshot(ctx: AppContext, ref: str) -> bytes:
@@ -132,12 +145,11 @@ async def event_snapshot(request: Request, event_id: EventId, ctx: Ctx,
     if not row.snapshot:
         raise HTTPException(404, f"event '{event_id}' has no snapshot")
     data = await run_in_threadpool(_read_snapshot, ctx, row.snapshot)
-    camera = ctx.settings.cameras.get(row.camera)
-    masked = must_mask(principal, camera)
-    if masked:
-        assert camera is not None  # must_mask is False without a camera config
-        data = await run_in_threadpool(mask_jpeg, data, camera.privacy_masks)
-    audit(request, principal, "view_snapshot", f"event:{row.id}", camera=row.camera, masked=masked)
+    view = redaction(principal, ctx.settings.cameras.get(row.camera))
+    if view:
+        data = await run_in_threadpool(redact_jpeg, data, view)
+    audit(request, principal, "view_snapshot", f"event:{row.id}", camera=row.camera, masked=view.masked,
+          faces_blurred=view.faces)
     return Response(data, media_type="image/png" if data.startswith(b"\x89PNG") else "image/jpeg")
 
 
@@ -169,10 +181,10 @@ async def export(request: Request, event_id: EventId, ctx: Ctx, principal: Opera
     from trustcam.storage.evidence import build_bundle
 
     row = _event(ctx, principal, event_id)
-    if must_mask(principal, ctx.settings.cameras.get(row.camera)):
+    if view := redaction(principal, ctx.settings.cameras.get(row.camera)):
         audit(request, principal, "export_event", f"event:{row.id}", outcome="refused", camera=row.camera,
-              reason="privacy masks")
-        raise HTTPException(403, export_refusal(row.camera))
+              reason=view.reason)
+        raise HTTPException(403, export_refusal(row.camera, view))
     if ctx.vault is None:
         audit(request, principal, "export_event", f"event:{row.id}", outcome="refused", camera=row.camera,
               reason="no vault")

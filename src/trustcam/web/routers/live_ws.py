@@ -28,7 +28,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 
 from trustcam.config.schema import CameraConfig
-from trustcam.vision.privacy import must_mask
+from trustcam.vision.privacy import redaction
 from trustcam.web.auth import SESSION_COOKIE, Principal, audit, still_signed_in
 from trustcam.web.live_mse import Viewer, live_video
 from trustcam.web.routers.cameras import LIVE_ROLES, RECHECK_S
@@ -42,10 +42,11 @@ NOT_SIGNED_IN, NOT_ALLOWED, RAW_VIDEO_DENIED = 4401, 4403, 4406
 
 
 def raw_video_allowed(principal: Principal, camera_config: CameraConfig) -> bool:
-    """May ``principal`` receive ``camera_config``'s raw video (no privacy masks drawn into it)? The one place that
-    decides it for live video; when it says no, the browser falls back to the (masked) MJPEG stream. Packets cannot
-    be masked without decoding, so a camera with privacy masks streams raw only to users with ``unmasked``."""
-    return not must_mask(principal, camera_config)
+    """May ``principal`` receive ``camera_config``'s raw video (no privacy masks drawn into it, no face blurred)? The
+    one place that decides it for live video; when it says no, the browser falls back to the (redacted) MJPEG stream.
+    Packets cannot be masked or blurred without decoding, so a camera with privacy masks streams raw only to users
+    with ``unmasked``, and one with ``faces.enabled`` only to users with ``biometrics``."""
+    return not redaction(principal, camera_config)
 
 
 def _origin_ok(ws: WebSocket) -> bool:
@@ -85,7 +86,8 @@ def _admit(ws: WebSocket, name: str) -> tuple[int, str, Principal | None]:
     if principal.role not in LIVE_ROLES or not principal.can_see(name) or camera is None or not camera.enabled:
         return NOT_ALLOWED, f"no camera '{name}' that you may watch", principal
     if not raw_video_allowed(principal, camera):
-        return RAW_VIDEO_DENIED, "privacy masks apply to you on this camera: watch live.mjpeg", principal
+        return RAW_VIDEO_DENIED, "privacy masks or face blurring apply to you on this camera: watch live.mjpeg", \
+            principal
     return 0, "", principal
 
 

@@ -28,6 +28,8 @@ class MeOut(ApiModel):
     csrf_token: str | None = Field(description="For X-CSRF-Token (null when signed in with an API token).")
     via: str = Field(description="'session' or 'token'.")
     unmasked: bool = Field(False, description="Sees cameras' privacy-masked areas (granted per user by an admin).")
+    biometrics: bool = Field(False, description="Sees faces unblurred and recognised identities (granted per user "
+                             "by an admin).")
 
 
 class EnrollOut(ApiModel):
@@ -73,7 +75,7 @@ def me(request: Request, principal: AnyUser) -> MeOut:
     return MeOut(username=user.username, role=principal.role,
                  cameras=None if user.cameras is None else sorted(user.cameras), mfa_enrolled=user.mfa_enabled,
                  mfa_required=service.mfa_required(user), csrf_token=csrf_token(secret) if secret else None,
-                 via=principal.via, unmasked=user.unmasked)
+                 via=principal.via, unmasked=user.unmasked, biometrics=user.biometrics)
 
 
 @router.post("/mfa/enroll", response_model=EnrollOut)

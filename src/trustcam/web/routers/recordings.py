@@ -26,7 +26,7 @@ from fastapi.responses import Response
 from trustcam.storage.evidence import decrypt_segment, remux_segments
 from trustcam.storage.schema import EventRow, SegmentRow
 from trustcam.storage.vault import VaultError
-from trustcam.vision.privacy import mask_video, must_mask
+from trustcam.vision.privacy import ORIGINAL, Redaction, redact_video, redaction
 from trustcam.web.auth import Principal, audit
 from trustcam.web.context import AppContext, Ctx
 from trustcam.web.routers.events import EventId, Viewer, _event
@@ -149,13 +149,13 @@ def _footage(ctx: AppContext, camera: str, start: float, end: float, subject: st
     return live
 
 
-def _clip_bytes(ctx: AppContext, camera: str, segments: list[SegmentRow], masked: bool = False) -> bytes:
+def _clip_bytes(ctx: AppContext, segments: list[SegmentRow], view: Redaction = ORIGINAL) -> bytes:
     """The one place clip bytes are produced, for every route that plays footage: the segments decrypted and joined
-    into one fragmented MP4, in memory; ``masked``: decoded, the camera's privacy masks filled black, re-encoded
-    (a derived view; the vault keeps the original)."""
+    into one fragmented MP4, in memory; with a ``view`` to apply: decoded, the camera's privacy masks filled black
+    and/or faces blurred, re-encoded (a derived view; the vault keeps the original)."""
     assert ctx.vault is not None  # _footage checked it
     data = remux_segments([decrypt_segment(ctx.vault, r) for r in segments], fragmented=True)
-    return mask_video(data, ctx.settings.cameras[camera].privacy_masks) if masked else data
+    return redact_video(data, view) if view else data
 
 
 def _frame_rate(data: bytes) -> float | None:
@@ -171,7 +171,7 @@ def _frame_rate(data: bytes) -> float | None:
         return None
 
 
-def build_clip(ctx: AppContext, camera: str, segments: list[SegmentRow], masked: bool = False) -> Clip:
+def build_clip(ctx: AppContext, segments: list[SegmentRow], view: Redaction = ORIGINAL) -> Clip:
     """Join ``segments`` (chain order, all available) into one playable clip; bounded in size (held in memory)."""
     size = sum(r.size for r in segments)
     if size > MAX_CLIP_BYTES:
@@ -179,7 +179,7 @@ def build_clip(ctx: AppContext, camera: str, segments: list[SegmentRow], masked:
                                  "browser player serves from memory; ask for a shorter time, or an operator can "
                                  "export it as evidence")
     try:
-        data = _clip_bytes(ctx, camera, segments, masked)
+        data = _clip_bytes(ctx, segments, view)
     except VaultError as exc:
         raise HTTPException(410, f"footage not readable: {exc}") from None
     except Exception as exc:  # PyAV raises many types: segments that do not join (codec changed mid-way)
@@ -189,10 +189,10 @@ def build_clip(ctx: AppContext, camera: str, segments: list[SegmentRow], masked:
                 segments[-1].end, _frame_rate(data))
 
 
-def _build(ctx: AppContext, row: EventRow, masked: bool = False) -> Clip:
+def _build(ctx: AppContext, row: EventRow, view: Redaction = ORIGINAL) -> Clip:
     """The event's window of footage (pre/post capture included) as one clip."""
     start, end = _window(ctx, row)
-    return build_clip(ctx, row.camera, _footage(ctx, row.camera, start, end, "of this event"), masked)
+    return build_clip(ctx, _footage(ctx, row.camera, start, end, "of this event"), view)
 
 
 def byte_range(header: str, size: int) -> tuple[int, int] | None:
@@ -237,9 +237,9 @@ def clip_response(request: Request, clip: Clip) -> Response:
                        416: {"description": "Range not satisfiable"}})
 async def event_clip(request: Request, event_id: EventId, ctx: Ctx, principal: Viewer) -> Response:
     row = _event(ctx, principal, event_id)
-    masked = must_mask(principal, ctx.settings.cameras.get(row.camera))  # cached apart: never served to the other
-    key = f"{row.id}:{'masked' if masked else 'original'}"
-    clip, built = await run_in_threadpool(clip_cache(ctx).get_or_build, key, lambda: _build(ctx, row, masked))
+    view = redaction(principal, ctx.settings.cameras.get(row.camera))  # cached apart: never served to another
+    key = f"{row.id}:{view.key}"
+    clip, built = await run_in_threadpool(clip_cache(ctx).get_or_build, key, lambda: _build(ctx, row, view))
     if built:
         _audit_view(request, principal, row, clip)
     return clip_response(request, clip)
@@ -273,7 +273,6 @@ async def camera_recording(request: Request, name: CameraName, ctx: Ctx, princip
 def _recording(ctx: AppContext, principal: Principal, camera: str, start: float, end: float) -> tuple[Clip, bool]:
     """The cached clip of exactly these segments for this user (each user's first view is audited), or a new one."""
     segments = _footage(ctx, camera, start, end, "in this time range")
-    masked = must_mask(principal, ctx.settings.cameras.get(camera))
-    key = f"recording:{principal.username}:{'masked' if masked else 'original'}:{camera}:" + ",".join(
-        r.id for r in segments)
-    return clip_cache(ctx).get_or_build(key, lambda: build_clip(ctx, camera, segments, masked))
+    view = redaction(principal, ctx.settings.cameras.get(camera))
+    key = f"recording:{principal.username}:{view.key}:{camera}:" + ",".join(r.id for r in segments)
+    return clip_cache(ctx).get_or_build(key, lambda: build_clip(ctx, segments, view))

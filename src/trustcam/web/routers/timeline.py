@@ -22,7 +22,7 @@ from trustcam.config.schema import NAME_PATTERN
 from trustcam.security.roles import Role
 from trustcam.storage.schema import EventRow, SegmentRow
 from trustcam.storage.vault import VaultError
-from trustcam.vision.privacy import export_refusal, must_mask
+from trustcam.vision.privacy import export_refusal, redaction
 from trustcam.web.auth import Principal, audit, require
 from trustcam.web.context import AppContext, Ctx
 from trustcam.web.models import ApiModel
@@ -205,10 +205,9 @@ async def export_range(request: Request, name: CameraName, ctx: Ctx, principal: 
     _camera(ctx, principal, name)
     begin, finish = _range(start, end, MAX_EXPORT_S)
     span = {"start": begin, "end": finish}
-    if must_mask(principal, ctx.settings.cameras[name]):
-        audit(request, principal, "export_range", name, outcome="refused", camera=name, reason="privacy masks",
-              **span)
-        raise HTTPException(403, export_refusal(name))
+    if view := redaction(principal, ctx.settings.cameras[name]):
+        audit(request, principal, "export_range", name, outcome="refused", camera=name, reason=view.reason, **span)
+        raise HTTPException(403, export_refusal(name, view))
     if ctx.vault is None:
         audit(request, principal, "export_range", name, outcome="refused", camera=name, reason="no vault", **span)
         raise HTTPException(409, "no footage to export: recording is not enabled (set cameras.<name>.record.enabled "

@@ -19,6 +19,8 @@ router = APIRouter(tags=["users"])
 Admin = Annotated[Principal, Depends(require(Role.admin))]
 UNMASKED_HELP = ("See behind cameras' privacy masks (live, snapshots, clips) and export their evidence; no role "
                  "implies it, admins included.")
+BIOMETRICS_HELP = ("See faces unblurred (live, snapshots, clips) and recognised identities on cameras with face "
+                   "recognition, and export their evidence; no role implies it, admins included.")
 
 
 
@@ -29,6 +31,7 @@ class UserOut(ApiModel):
     mfa_enrolled: bool
     disabled: bool
     unmasked: bool = Field(description="Sees behind cameras' privacy masks and may export their evidence.")
+    biometrics: bool = Field(description="Sees faces unblurred and identities on face-recognition cameras.")
     created: float
     updated: float
 
@@ -36,7 +39,7 @@ class UserOut(ApiModel):
     def of(cls, user: User) -> UserOut:
         return cls(username=user.username, role=user.role, cameras=None if user.cameras is None
                    else sorted(user.cameras), mfa_enrolled=user.mfa_enabled, disabled=user.disabled,
-                   unmasked=user.unmasked, created=user.created, updated=user.updated)
+                   unmasked=user.unmasked, biometrics=user.biometrics, created=user.created, updated=user.updated)
 
 
 class UserCreate(ApiModel):
@@ -45,6 +48,7 @@ class UserCreate(ApiModel):
     role: Role
     cameras: list[str] | None = Field(None, description="Cameras granted; null or absent means all.")
     unmasked: bool = Field(False, description=UNMASKED_HELP)
+    biometrics: bool = Field(False, description=BIOMETRICS_HELP)
 
 
 class UserPatch(ApiModel):
@@ -53,6 +57,7 @@ class UserPatch(ApiModel):
     disabled: bool | None = Field(None, description="True ends every session and refuses logins.")
     reset_mfa: bool = Field(False, description="Forget the user's TOTP and recovery codes; they enrol again.")
     unmasked: bool | None = Field(None, description=UNMASKED_HELP + " Omit to keep.")
+    biometrics: bool | None = Field(None, description=BIOMETRICS_HELP + " Omit to keep.")
 
 
 class TokenOut(ApiModel):
@@ -94,9 +99,9 @@ def create_user(body: UserCreate, request: Request, principal: Admin) -> UserOut
     with http_errors():
         _known_cameras(request, body.cameras)
         user = service.users.create(body.username.strip().lower(), body.password, body.role, body.cameras,
-                                    unmasked=body.unmasked)
+                                    unmasked=body.unmasked, biometrics=body.biometrics)
     audit(request, principal, "user.create", user.username, role=user.role.value, cameras=body.cameras,
-          unmasked=user.unmasked)
+          unmasked=user.unmasked, biometrics=user.biometrics)
     return UserOut.of(user)
 
 
@@ -110,7 +115,7 @@ def change_user(username: str, body: UserPatch, request: Request,
             _known_cameras(request, body.cameras)
         user = service.users.update(user, role=body.role,
                                     cameras=body.cameras if "cameras" in body.model_fields_set else False,
-                                    disabled=body.disabled, unmasked=body.unmasked)
+                                    disabled=body.disabled, unmasked=body.unmasked, biometrics=body.biometrics)
         if body.reset_mfa:
             service.users.reset_mfa(user)
             audit(request, principal, "mfa.reset", user.username)
@@ -119,6 +124,8 @@ def change_user(username: str, body: UserPatch, request: Request,
     changes.pop("reset_mfa", None)
     if changes.pop("unmasked", None) is not None:  # its own action: auditors look for who may see behind masks
         audit(request, principal, "unmasked.grant" if body.unmasked else "unmasked.revoke", user.username)
+    if changes.pop("biometrics", None) is not None:  # likewise: who may see faces and identities
+        audit(request, principal, "biometrics.grant" if body.biometrics else "biometrics.revoke", user.username)
     if changes:
         audit(request, principal, "user.change", user.username, **changes)
     return UserOut.of(user)

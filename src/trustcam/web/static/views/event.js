@@ -23,6 +23,11 @@ export async function render(main, args, _query, { go }) {
     ...(ev.seen_by ? [["Seen by", h("span", { id: "seen-by" }, ev.seen_by === "secondary"
       ? badge("second model only: the primary missed it (possible evasion)", "warn")
       : ev.seen_by === "both" ? "both models" : "primary model")]] : []),
+    // null for users without the biometrics permission (the API hides identities from them)
+    ...(ev.sub_label ? [["Face", h("span", { id: "sub-label" }, ev.sub_label,
+      ev.face_distance != null ? h("span", { class: "muted" },
+        ` (distance ${ev.face_distance.toFixed(2)}, margin ${ev.face_margin != null ? ev.face_margin.toFixed(2) : "–"})`)
+        : null)]] : []),
     ["Review", h("span", { id: "review-state" }, reviewBadge(ev),
       review.note ? h("span", { id: "review-note" }, ` “${review.note}”`) : null,
       review.by ? h("span", { class: "muted" }, ` by ${review.by}${review.at ? `, ${when(review.at)}` : ""}`) : null)],
