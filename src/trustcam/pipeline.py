@@ -10,6 +10,7 @@ from __future__ import annotations
 import time as clock
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from trustcam.vision.motion import MotionDetector, polygon_mask
 from trustcam.vision.regions import Box, regions_for
 from trustcam.vision.second_opinion import Review, SecondOpinion, best_score_in
 from trustcam.vision.tracker import ObjectTracker, TrackedObject
+
+if TYPE_CHECKING:
+    from trustcam.vision.face_tracks import FaceModels, FaceTracks
 
 EVASION_SUSPECTED = "evasion_suspected"  # alert kind: an object only the second model sees, for a while
 
@@ -74,7 +78,7 @@ def _overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
 class CameraPipeline:
     def __init__(self, name: str, camera: CameraConfig, settings: Settings, detector: Detector, bus: Bus,
                  snapshot_dir: Path | None, snapshot_store: SnapshotStore | None = None,
-                 secondary: Detector | None = None) -> None:
+                 secondary: Detector | None = None, faces: FaceModels | None = None) -> None:
         self.name = name
         self.camera = camera
         self.settings = settings
@@ -104,6 +108,16 @@ class CameraPipeline:
         self._sources: dict[int, str] = {}  # track → which model saw it last ("primary", "secondary", "both")
         self._disagree: dict[int, int] = {}  # track → consecutive analysed frames only the second model saw it
         self._evasion_alerted: set[int] = set()
+        self.faces: FaceTracks | None = None  # only with faces.enabled: nothing face-related exists otherwise
+        if camera.faces.enabled:
+            if faces is None:
+                raise ValueError(f"camera {name}: faces.enabled but no face models were given; build them with "
+                                 "trustcam.service.build_face_models(settings, engine)")
+            from trustcam.storage.faces import threshold_for
+            from trustcam.vision.face_tracks import FaceTracks
+
+            self.faces = FaceTracks(camera, faces, threshold_for(settings.data_dir, camera.faces.target_fmr),
+                                    forget_after_s=settings.tracker.lost_after_s)
 
     def _setup(self, frame: Frame) -> RuleEngine:
         if self._rules is None:
@@ -193,9 +207,12 @@ class CameraPipeline:
         self._unconfirmed = self._not_tracked(dets, objects)
         zones = {obj.track_id: rules.zones_of(obj) for obj in objects}
         hits = rules.update(objects, now)
-        ended = self.events.update(frame, objects, zones, hits, now)
+        identities = self.faces.update(frame, objects) if self.faces is not None else None
+        ended = self.events.update(frame, objects, zones, hits, now, identities)
         for track_id in ended:
             rules.forget(track_id)
+        if self.faces is not None:
+            self.faces.forget(ended)
         if self.second_opinion is not None:
             self._check_evasion(frame, objects)
         return FrameResult(objects, regions, motion.boxes)

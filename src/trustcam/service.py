@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,12 +43,16 @@ from trustcam.vision.detectors.onnx_models import load_detector
 from trustcam.vision.tracker import TrackedObject
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from trustcam.security.access import AccessControl
     from trustcam.storage.vault import Vault
+    from trustcam.vision.face_tracks import FaceModels
 
 log = logging.getLogger(__name__)
 _END = object()
 PIPELINE_FAILED: HealthKind = "pipeline_failed"  # a camera's analysis failed and is being restarted
+FACE_SHRED_EVERY_S = 3600.0  # expired face enrolments are shredded at start and this often while running
 
 
 def build_detector(settings: Settings) -> Detector:
@@ -62,6 +66,22 @@ def build_second_opinion(settings: Settings) -> Detector | None:
     if not cfg.second_opinion.enabled:
         return None
     return load_detector(cfg.second_opinion.model, threads=cfg.threads, score_threshold=cfg.score_threshold)
+
+
+def build_face_models(settings: Settings, engine: Engine | None = None,
+                      cameras: Iterable[CameraConfig] | None = None) -> FaceModels | None:
+    """The face recogniser and the enrolled gallery, shared by every camera with ``faces.enabled``; None when no
+    camera has it on, and then no face model is loaded and no face key is touched (off means off)."""
+    cameras = list(cameras) if cameras is not None else [c for c in settings.cameras.values() if c.enabled]
+    if not any(c.faces.enabled for c in cameras):
+        return None
+    from trustcam.storage.faces import FaceStore
+    from trustcam.storage.keys import Keyring
+    from trustcam.vision.face_tracks import FaceModels
+    from trustcam.vision.faces import FaceRecognizer
+
+    engine = engine if engine is not None else open_database(settings.resolved_database_url)
+    return FaceModels(FaceRecognizer(), FaceStore(engine, Keyring(settings.vault), settings.data_dir))
 
 
 def build_supervised_detector(settings: Settings, on_change: Callable[[CoverageChange], None]) -> Detector:
@@ -136,13 +156,18 @@ class AnalyzeResult:
 
 
 def analyze_file(path: str, camera: CameraConfig, settings: Settings, bus: Bus, detector: Detector,
-                 snapshot_dir: Path | None, name: str = "file", secondary: Detector | None = None) -> AnalyzeResult:
+                 snapshot_dir: Path | None, name: str = "file", secondary: Detector | None = None,
+                 faces: FaceModels | None = None) -> AnalyzeResult:
     """Run the pipeline over a whole file as fast as possible; damage stops decoding, not the analysis
-    of what came before it. ``secondary`` is the second-opinion model (built from the settings when None)."""
+    of what came before it. ``secondary`` is the second-opinion model and ``faces`` the face models (each built
+    from the settings when None, and only when the camera uses them)."""
     source = VideoSource(path, fps=camera.detect.fps, size=detect_size(camera), timeout_s=camera.timeout_s)
     if secondary is None:
         secondary = build_second_opinion(settings)
-    pipeline = CameraPipeline(name, camera, settings, detector, bus, snapshot_dir, secondary=secondary)
+    if faces is None:
+        faces = build_face_models(settings, cameras=[camera])
+    pipeline = CameraPipeline(name, camera, settings, detector, bus, snapshot_dir, secondary=secondary,
+                              faces=faces)
     stop = threading.Event()
     start = time.perf_counter()
     error = None
@@ -229,7 +254,8 @@ class CameraWorker(threading.Thread):
     healthy_after_s = 60.0  # a run this long without an error resets the delay and clears the alert
 
     def __init__(self, name: str, camera: CameraConfig, settings: Settings, bus: Bus, snapshot_dir: Path,
-                 vault: SegmentStore | SegmentSink | None = None, snapshot_store: SnapshotStore | None = None) -> None:
+                 vault: SegmentStore | SegmentSink | None = None, snapshot_store: SnapshotStore | None = None,
+                 faces: FaceModels | None = None) -> None:
         super().__init__(name=f"camera-{name}", daemon=True)
         self.camera_name = name
         self.recorder = (Recorder(name, camera.record, vault, bus)
@@ -243,10 +269,11 @@ class CameraWorker(threading.Thread):
                                  packet_tap=self.taps.on_packet, connection_tap=self.taps.on_connection)
         detector = build_supervised_detector(settings, lambda change: bus.publish(CameraCoverage(name, change)))
         secondary = build_second_opinion(settings)
+        faces = faces if camera.faces.enabled else None
         self.pipeline = CameraPipeline(name, camera, settings, detector, bus, snapshot_dir, snapshot_store,
-                                       secondary=secondary)
+                                       secondary=secondary, faces=faces)
         self._new_pipeline: Callable[[], CameraPipeline] = lambda: CameraPipeline(
-            name, camera, settings, detector, bus, snapshot_dir, snapshot_store, secondary=secondary)
+            name, camera, settings, detector, bus, snapshot_dir, snapshot_store, secondary=secondary, faces=faces)
         self.bus = bus
         # offline = no picture for two connection timeouts: one slow reconnect is not yet an outage
         self.health = HealthMonitor(name, camera.detect.fps, offline_after_s=max(5.0, 2 * camera.timeout_s))
@@ -425,10 +452,14 @@ class Service:
             def snapshot_store(camera: str, _event_id: str, jpeg: bytes) -> str:
                 return vault.store_blob(camera, jpeg)  # snapshots are encrypted at rest like the footage
 
-        self.workers = [CameraWorker(name, cam, settings, self.bus, snapshots, sink, snapshot_store)
-                        for name, cam in cameras.items()]
+        # face recognition: models and gallery only when a camera has faces.enabled (shared, thread-safe)
+        self.face_models = build_face_models(settings, self.engine, cameras.values())
+        self._faces_shredded_at: float | None = None
+        self.workers = [CameraWorker(name, cam, settings, self.bus, snapshots, sink, snapshot_store,
+                                     self.face_models) for name, cam in cameras.items()]
 
     def start(self) -> None:
+        self.shred_expired_faces()
         self.alerts.start()
         if self.retention is not None:
             self.retention.start()
@@ -466,6 +497,26 @@ class Service:
         for worker in self.workers:
             for health_event in worker.health.check(worker.stream.stats, now):
                 self.bus.publish(health_event)
+        if self._faces_shredded_at is not None and now - self._faces_shredded_at >= FACE_SHRED_EVERY_S:
+            self.shred_expired_faces()
+
+    def shred_expired_faces(self) -> int:
+        """Crypto-shred expired face enrolments (at start, then hourly from :meth:`check_health`), audit-logged like
+        ``trustcam faces shred-expired``; a failure is logged and retried at the next hour, never fatal."""
+        if self.face_models is None:
+            return 0
+        self._faces_shredded_at = time.time()
+        try:
+            erased = self.face_models.store.shred_expired()
+            for erasure in erased:
+                log.info("face enrolment '%s' expired: %d template(s) shredded", erasure.name, erasure.templates)
+                self.access_control().record("faces.expire", username="trustcam", client="service",
+                                             target=erasure.name, templates=erasure.templates,
+                                             events_relabelled=erasure.events_relabelled)
+        except Exception:
+            log.exception("shredding expired face enrolments failed; retrying in %g s", FACE_SHRED_EVERY_S)
+            return 0
+        return len(erased)
 
     def status_lines(self) -> list[str]:
         """One line per camera: stream health and analysis counters."""

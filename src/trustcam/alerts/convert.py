@@ -33,15 +33,20 @@ COVERAGE_SEVERITY: dict[str, Severity] = {"degraded": Severity.high, "blind": Se
 MOTION_WHILE_BLIND_EVERY_S = 30.0  # motion while blind comes every frame; one alert per camera per this
 
 
-def from_rule(m: RuleTriggered) -> Alert:
+def from_rule(m: RuleTriggered, identity: bool = False) -> Alert:
+    """``identity``: the camera's ``faces.publish_identity``; otherwise no name, distance or margin leaves the
+    machine in an alert (message included)."""
     e, hit = m.event, m.hit
     where = f" in zone {hit.zone}" if hit.zone else ""
+    who = f" ({e.sub_label})" if identity and e.sub_label else ""
+    data: dict[str, Any] = {"rule": hit.rule, "rule_type": hit.type, "threat": hit.threat.value, "zone": hit.zone,
+                            "label": e.label, "event_id": e.id, "track_id": e.track_id,
+                            "score": round(e.best_score, 4), "snapshot": e.snapshot}
+    if identity:
+        data.update(sub_label=e.sub_label, face_distance=e.face_distance, face_margin=e.face_margin)
     return Alert(kind="rule", severity=THREAT_SEVERITY[hit.threat], camera=e.camera, source_time=hit.time,
-                 message=f"{e.label} on camera {e.camera}{where}: rule {hit.rule} ({hit.type}, threat "
-                 f"{hit.threat.value})",
-                 data={"rule": hit.rule, "rule_type": hit.type, "threat": hit.threat.value, "zone": hit.zone,
-                       "label": e.label, "event_id": e.id, "track_id": e.track_id,
-                       "score": round(e.best_score, 4), "snapshot": e.snapshot})
+                 message=f"{e.label}{who} on camera {e.camera}{where}: rule {hit.rule} ({hit.type}, threat "
+                 f"{hit.threat.value})", data=data)
 
 
 def from_motion_while_blind(m: MotionWhileBlind) -> Alert:
@@ -110,16 +115,19 @@ def _plain(values: dict[str, Any]) -> dict[str, Any]:
 class AlertConverter:
     """Subscribes to the source messages and republishes each as an :class:`Alert` on the same bus."""
 
-    def __init__(self, bus: Bus, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, bus: Bus, clock: Callable[[], float] = time.monotonic,
+                 identity_cameras: frozenset[str] = frozenset()) -> None:
         self.bus = bus
         self.clock = clock
+        self.identity_cameras = identity_cameras  # faces.enabled and faces.publish_identity: alerts carry names
         self._blind_last: dict[str, float] = {}
 
     def attach(self) -> None:
         from trustcam.storage.retention import StorageAlert
 
         pairs: list[tuple[type, Callable[[Any], Alert]]] = [
-            (RuleTriggered, from_rule), (CameraCoverage, from_coverage), (HealthAlert, from_health),
+            (RuleTriggered, lambda m: from_rule(m, m.event.camera in self.identity_cameras)),
+            (CameraCoverage, from_coverage), (HealthAlert, from_health),
             (HealthCleared, from_health_cleared), (TamperAlert, from_tamper), (TamperCleared, from_tamper_cleared),
             (DriftAlert, from_drift), (DriftCleared, from_drift_cleared), (StorageAlert, from_storage),
         ]

@@ -96,7 +96,8 @@ class AlertDispatcher:
         self.bus = bus
         self.outbox = Outbox(engine)
         self.sinks = sinks if sinks is not None else build_sinks(settings, bus)
-        self.converter = AlertConverter(bus)
+        self.converter = AlertConverter(bus, identity_cameras=frozenset(
+            name for name, cam in settings.cameras.items() if cam.faces.enabled and cam.faces.publish_identity))
         self.converter.attach()
         self.cameras = CameraStates([n for n, c in settings.cameras.items() if c.enabled], bus)
         self.heartbeat_s = settings.alerts.heartbeat_s

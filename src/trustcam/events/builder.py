@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from trustcam.bus import Bus
 from trustcam.config.schema import ObjectsConfig
-from trustcam.events.model import Event, EventEnded, EventStarted, RuleTriggered
+from trustcam.events.model import Event, EventEnded, EventStarted, FaceIdentity, RuleTriggered
 from trustcam.events.snapshot import render_snapshot, write_snapshot
 from trustcam.rules.engine import RuleHit
 from trustcam.vision.tracker import TrackedObject
@@ -35,6 +35,7 @@ class _Candidate:
     zones: list[str] = field(default_factory=list)
     hits: list[RuleHit] = field(default_factory=list)
     seen_by: set[str] = field(default_factory=set)
+    identity: FaceIdentity | None = None  # the latest answer from the track's best face (faces.enabled only)
     event: Event | None = None
 
 
@@ -60,10 +61,12 @@ class EventBuilder:
         return [c.event for c in self._tracks.values() if c.event is not None]
 
     def update(self, image_source: object, objects: list[TrackedObject], zones: dict[int, list[str]],
-               hits: list[RuleHit], time: float) -> list[int]:
+               hits: list[RuleHit], time: float, identities: Mapping[int, FaceIdentity] | None = None) -> list[int]:
         """Record this frame; returns track IDs whose events ended (their rule state can be dropped).
 
         ``image_source`` has a ``bgr`` attribute (a Frame), read only when a new best snapshot is taken.
+        ``identities``: tracks whose face was (re)identified this frame; the newest answer replaces the old one
+        (it comes from a better face).
         """
         for obj in objects:
             cand = self._tracks.get(obj.track_id)
@@ -73,6 +76,8 @@ class EventBuilder:
             cand.scores.append(obj.score)
             if obj.seen_by is not None:
                 cand.seen_by.add(obj.seen_by)
+            if identities and obj.track_id in identities:
+                cand.identity = identities[obj.track_id]
             if obj.score > cand.best_score:
                 cand.best_score, cand.best_box, cand.best_time = obj.score, obj.box, time
                 cand.best_image = image_source.bgr  # type: ignore[attr-defined]
@@ -114,6 +119,9 @@ class EventBuilder:
         event.best_score, event.best_box, event.best_time = cand.best_score, cand.best_box, cand.best_time
         event.zones = list(cand.zones)
         event.seen_by = _seen_by(cand.seen_by)
+        if cand.identity is not None:
+            event.sub_label = cand.identity.sub_label
+            event.face_distance, event.face_margin = cand.identity.distance, cand.identity.margin
 
     def _finish(self, track_id: int) -> None:
         cand = self._tracks.pop(track_id)

@@ -9,6 +9,17 @@ from trustcam.rules.engine import RuleHit
 from trustcam.vision.detectors.failover import CoverageChange
 
 
+@dataclass(frozen=True)
+class FaceIdentity:
+    """Face recognition's answer for a track, from its best face so far: an enrolled name or "unknown face" (then
+    no distance or margin: a stranger is compared with nobody on record)."""
+
+    sub_label: str
+    distance: float | None  # to the matched identity's nearest template
+    margin: float | None  # how much farther the next identity is (None: only one enrolled)
+    quality: float  # of the face it came from (0..1)
+
+
 @dataclass
 class Event:
     """One tracked object's story on one camera: when, what, where, how sure, and which model saw it."""
@@ -28,6 +39,9 @@ class Event:
     model_name: str = ""
     model_sha256: str = ""
     seen_by: str | None = None  # with a second opinion: "primary", "secondary" or "both"; None = one model only
+    sub_label: str | None = None  # with faces.enabled: the identity, or "unknown face"; None = no face seen/faces off
+    face_distance: float | None = None
+    face_margin: float | None = None
 
     @property
     def threat(self) -> ThreatLevel:
@@ -50,6 +64,9 @@ class Event:
             "snapshot": self.snapshot,
             "model": {"name": self.model_name, "sha256": self.model_sha256},
             "seen_by": self.seen_by,
+            "sub_label": self.sub_label,
+            "face_distance": self.face_distance,
+            "face_margin": self.face_margin,
         }
 
 

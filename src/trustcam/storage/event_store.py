@@ -7,7 +7,10 @@ from sqlalchemy.orm import Session
 
 from trustcam.bus import Bus
 from trustcam.events.model import Event, EventEnded
-from trustcam.storage.schema import EventRow
+from trustcam.storage.faces import ERASED, UNKNOWN
+from trustcam.storage.schema import EventRow, FaceIdentityRow
+
+NOT_IDENTITIES = {None, UNKNOWN, ERASED}
 
 
 class EventStore:
@@ -23,9 +26,13 @@ class EventStore:
             id=event.id, camera=event.camera, label=event.label, track_id=event.track_id, start=event.start,
             end=event.end, best_score=event.best_score, box=data["box"], zones=event.zones, rules=data["rules"],
             threat=event.threat.value, snapshot=event.snapshot, model_name=event.model_name,
-            model_sha256=event.model_sha256, seen_by=event.seen_by,
+            model_sha256=event.model_sha256, seen_by=event.seen_by, sub_label=event.sub_label,
+            face_distance=event.face_distance, face_margin=event.face_margin,
         )
         with Session(self.engine) as session, session.begin():
+            if row.sub_label not in NOT_IDENTITIES and session.scalar(
+                    select(FaceIdentityRow.id).where(FaceIdentityRow.name == row.sub_label)) is None:
+                row.sub_label, row.face_distance, row.face_margin = ERASED, None, None  # erased during the event
             session.merge(row)
 
     def recent(self, limit: int = 100, camera: str | None = None) -> list[EventRow]:
