@@ -4,14 +4,17 @@ on hand-made cases whose answers are known (AP, thresholds, ignore boxes, bootst
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from trustcam.assess.datasets import Dataset, GroundTruth, Sample, load_dataset
 from trustcam.assess.metrics import detection_metrics, event_metrics, tracking_metrics
+from trustcam.storage.reviews import operating_point, wilson
 from trustcam.vision.detections import Detections, iou_matrix
 from trustcam.vision.detectors import Detector
 from trustcam.vision.frame_detector import FrameDetector
@@ -426,3 +429,66 @@ def test_events() -> None:
     assert (m["gt_tracks"], m["events"], m["event_recall"], m["false_alarms_per_hour"]) == (0, 0, None, 0.0)
     with pytest.raises(ValueError, match="no positive frame rate"):
         event_metrics({"late": late}, {}, {}, labels=["person"], fps={})
+
+
+# ------------------------------------------------------------------- object sizes and the proposed threshold
+
+
+def test_precision_and_recall_by_coco_object_size() -> None:
+    gt = [[0, 0, 20, 20],  # small (400 px²), missed
+          [100, 100, 150, 150],  # medium (2500)
+          [200, 0, 232, 32],  # exactly 32²: medium
+          [300, 300, 420, 420],  # large
+          [800, 0, 896, 96]]  # exactly 96²: large, found by a box of 95 x 96 (medium by its own area)
+    preds = _dets([gt[1], gt[2], gt[3], [800, 0, 895, 96],
+                   [600, 0, 610, 10],  # small false positive
+                   [500, 500, 700, 700],  # large false positive
+                   [650, 0, 660, 10]],  # below the operating point: not counted
+                  [0.9, 0.9, 0.9, 0.9, 0.8, 0.7, 0.3])
+    m = _run([_sample("a", gt)], {"a": preds})
+    sizes = m["overall"]["by_size"]
+    assert {k: (v["gt"], v["tp"], v["fp"], v["fn"]) for k, v in sizes.items()} == {
+        "small": (1, 0, 1, 1), "medium": (2, 2, 0, 0), "large": (2, 2, 1, 0)}
+    assert sizes["small"]["recall"] == 0.0 and sizes["small"]["precision"] == 0.0
+    assert sizes["large"]["precision"] == pytest.approx(2 / 3) and sizes["large"]["recall"] == 1.0
+    assert sizes["medium"]["recall_ci"] == pytest.approx(list(wilson(2, 2)))
+    assert m["per_class"]["person"]["by_size"] == sizes  # one label: the same
+    # nothing of a size: no figure rather than a made-up one
+    empty = _run([_sample("b", gt[3:4])], {"b": _dets(gt[3:4], [0.9])})["overall"]["by_size"]
+    assert empty["small"] == {"gt": 0, "tp": 0, "fp": 0, "fn": 0, "precision": None, "recall": None,
+                              "precision_ci": None, "recall_ci": None}
+
+
+def test_proposed_threshold_holds_when_applied() -> None:
+    """The per-label operating point is the Wilson-bound threshold; measuring at it reaches the target."""
+    samples, preds = _population(300)
+    m = _run(samples, preds, target_precision=0.9)
+    point = m["per_class"]["person"]["operating_point"]
+    # independently: every third image has no detection of its person, every fifth a false positive
+    scores = [0.9 - 0.001 * (i % 7) for i in range(300) if i % 3] + [0.6 + 0.001 * (i % 11) for i in range(0, 300, 5)]
+    hits = [True] * (len(scores) - 60) + [False] * 60
+    assert point == {**operating_point(scores, hits, 0.9).to_json(), "at_score": pytest.approx(point["at_score"])}
+    assert point["threshold"] is not None and point["kept"] >= 30
+    at_it = _run(samples, preds, score_threshold=point["threshold"])["overall"]
+    assert wilson(at_it["tp"], at_it["tp"] + at_it["fp"])[0] >= 0.9 > wilson(200, 260)[0]
+    assert at_it["tp"] + at_it["fp"] == point["kept"]
+
+
+def test_assess_cli_prints_the_threshold_as_a_config_change(data_dir: Path, installed_models: None,
+                                                            tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trustcam.cli", "assess", "--dataset", str(data_dir / "coco128-train"), "--labels",
+         "person", "--max-images", "48", "--bootstrap", "0", "--target-precision", "0.8", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    point = m["per_class"]["person"]["operating_point"]
+    assert m["overall"]["target_precision"] == 0.8 and point["target"] == 0.8 and point["lower_bound"] >= 0.8
+    proposal = yaml.safe_load(result.stdout)  # no camera in the default config: a placeholder to fill in
+    assert proposal["cameras"]["CAMERA"]["objects"]["filters"]["person"]["min_score"] == point["threshold"]
+    assert "precision ≥ 0.8 with 95% confidence" in result.stdout
+    report = (tmp_path / "report.html").read_text()
+    assert "By object size" in report and "small" in report and "large" in report
+    sizes = m["overall"]["by_size"]
+    assert sum(v["gt"] for v in sizes.values()) == m["per_class"]["person"]["gt"]
+    assert sizes["small"]["recall"] < sizes["large"]["recall"]  # small people are where the detector is weakest

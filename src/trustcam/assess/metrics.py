@@ -29,6 +29,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from trustcam.assess.datasets import Sample
+from trustcam.storage.reviews import MIN_SAMPLES, operating_point, wilson
 from trustcam.vision.detections import Detections, iou_matrix
 from trustcam.vision.labels import COCO_LABELS
 
@@ -36,6 +37,8 @@ CI_LEVEL = 0.95
 MAX_DETS = 100  # COCO's per-image, per-class cap for AP (the operating point uses every prediction)
 PR_POINTS = 200
 REC_THRS = np.linspace(0.0, 1.0, 101)  # COCO's 101 recall points
+SIZES = ("small", "medium", "large")  # COCO's object sizes: box area < 32², < 96², the rest (pixels of the image)
+_SIZE_LIMITS = (32.0**2, 96.0**2)
 _BOOTSTRAP_CELLS = 2_000_000  # resamples x predictions held at once while bootstrapping AP
 
 Track = tuple[int, str, tuple[float, float, float, float]]
@@ -125,6 +128,7 @@ def detection_metrics(samples: Sequence[Sample], predictions: Mapping[str, Detec
     tp = np.zeros((len(labels), n), np.int64)
     fp = np.zeros((len(labels), n), np.int64)
     gt = np.zeros((len(labels), n), np.int64)
+    sized = np.zeros((len(labels), len(SIZES), 3), np.int64)  # per label and size: TP, FP, GT
     per_image: dict[str, dict[str, Any]] = {}
     for i, sample in enumerate(samples):
         misses: list[list[Any]] = []
@@ -134,6 +138,7 @@ def detection_metrics(samples: Sequence[Sample], predictions: Mapping[str, Detec
             above = m.scores >= score_threshold
             hit = m.gt_index[above & (m.gt_index >= 0)]
             tp[k, i], fp[k, i], gt[k, i] = len(hit), int(np.sum(above & (m.gt_index == -1))), len(m.gt_boxes)
+            sized[k] += _size_counts(m, above, hit)
             missed = np.setdiff1d(np.arange(len(m.gt_boxes)), hit)
             misses += [[*_box(m.gt_boxes[j]), label] for j in missed]
             false_positives += [[*_box(m.boxes[j]), label, round(float(m.scores[j]), 4)]
@@ -148,7 +153,10 @@ def detection_metrics(samples: Sequence[Sample], predictions: Mapping[str, Detec
         counts = _counts(int(tp[k].sum()), int(fp[k].sum()), int(gt[k].sum()), n)
         per_class[label] = {"ap50": coco[label][0], "ap50_95": coco[label][1], **counts, "gt": int(gt[k].sum()),
                             "threshold_for_target_precision": _threshold_for_precision(
-                                [at_op[label]], target_precision)}
+                                [at_op[label]], target_precision),
+                            "operating_point": operating_point(*_ranked(at_op[label])[1:], target_precision,
+                                                               MIN_SAMPLES).to_json(),
+                            "by_size": _by_size(sized[k])}
         pr_curves[label] = _pr_curve(at_50[label])
 
     with_gt = [label for k, label in enumerate(labels) if gt[k].sum() > 0]
@@ -159,11 +167,45 @@ def detection_metrics(samples: Sequence[Sample], predictions: Mapping[str, Detec
         **overall,
         "threshold_for_target_precision": _threshold_for_precision([at_op[lb] for lb in labels], target_precision),
         "target_precision": target_precision,
+        "by_size": _by_size(sized.sum(axis=0)),
         "presence": _presence(samples, predictions, "person" if "person" in labels else labels[0], score_threshold),
         "ci": _bootstrap(tp.sum(0), fp.sum(0), gt.sum(0), [at_50[label] for label in with_gt], bootstrap, seed),
     }
     return _clean({"images": n, "overall": overall, "per_class": per_class, "pr_curves": pr_curves,
                    "per_image": per_image})
+
+
+def _size_of(boxes: np.ndarray) -> np.ndarray:
+    """Index into SIZES of each box (area exactly 32² is medium, 96² large)."""
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return np.searchsorted(_SIZE_LIMITS, area, side="right")
+
+
+def _size_counts(m: _Matched, above: np.ndarray, hit: np.ndarray) -> np.ndarray:
+    """(size, [TP, FP, GT]) of one image and label at the operating point.
+
+    As in COCOeval's area ranges, a true positive counts in the size of the object it found (so it counts
+    for recall and precision alike) and a false positive in its own size.
+    """
+    out = np.zeros((len(SIZES), 3), np.int64)
+    if len(m.gt_boxes):
+        out[:, 0] = np.bincount(_size_of(m.gt_boxes[hit]), minlength=len(SIZES))
+        out[:, 2] = np.bincount(_size_of(m.gt_boxes), minlength=len(SIZES))
+    wrong = above & (m.gt_index == -1)
+    if wrong.any():
+        out[:, 1] = np.bincount(_size_of(m.boxes[wrong]), minlength=len(SIZES))
+    return out
+
+
+def _by_size(counts: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Precision and recall per object size with Wilson 95% intervals (objects counted as independent)."""
+    out = {}
+    for name, (tp, fp, gt) in zip(SIZES, counts.tolist(), strict=True):
+        out[name] = {"gt": gt, "tp": tp, "fp": fp, "fn": gt - tp,
+                     "precision": tp / (tp + fp) if tp + fp else math.nan, "recall": tp / gt if gt else math.nan,
+                     "precision_ci": list(wilson(tp, tp + fp)) if tp + fp else None,
+                     "recall_ci": list(wilson(tp, gt)) if gt else None}
+    return out
 
 
 def _box(box: np.ndarray) -> list[float]:

@@ -126,8 +126,164 @@ def _ci(overall: dict[str, Any], key: str) -> str:
     return f" <span class='muted'>[{_fmt(ci[0])}–{_fmt(ci[1])}]</span>" if ci and None not in ci else ""
 
 
+def _interval(ci: list[Any] | None) -> str:
+    return f" <span class='muted'>[{_fmt(ci[0])}–{_fmt(ci[1])}]</span>" if ci and None not in ci else ""
+
+
+def _flag(met: bool | None) -> str:
+    return "–" if met is None else ("<span class='good'>met</span>" if met else "<span class='bad'>not met</span>")
+
+
+def _defences_section(d: dict[str, Any]) -> list[str]:
+    """The second opinion side by side with the primary alone: recall per attacked set, goals, costs, false alarms."""
+    parts = ["<h2>Defences</h2>",
+             f"<p>Second opinion: <b>{html.escape(d['model'])}</b> beside <b>{html.escape(d['primary'])}</b>; "
+             "“with” = the primary's detections plus those only the second model found (same filters). "
+             f"<span class='muted'>{html.escape(d['assumes'])}.</span></p>"]
+    rows = []
+    for row in d["image_sets"].values():
+        w, d_ = row["without"], row["with"]
+        rows.append([html.escape(row["description"]), str(row["images"]), _fmt(w["recall"]) + _interval(w["recall_ci"]),
+                     _fmt(d_["recall"]) + _interval(d_["recall_ci"]), _fmt(w.get("ratio_to_clean"), True),
+                     _fmt(d_.get("ratio_to_clean"), True)])
+    if rows:
+        parts.append(_table(["image set", "images", "person recall without", "with second opinion",
+                             "without / clean", "with / clean"], rows))
+    else:
+        parts.append("<p class='muted'>No attacked image sets: add --attacks pgd,patch.</p>")
+    goal_rows = [[f"{html.escape(name)}: with defence ≥ {g['target_ratio']:.0%} of clean recall "
+                  f"({html.escape(g['set'])})", f"{_fmt(g['ratio_without'], True)} → {_fmt(g['ratio_with'], True)}",
+                  _flag(g["met"])] for name, g in d["goals"].items() if name != "false_alarms"]
+    fa = d["false_alarms"]
+    goal_rows.append(["0 false evasion_suspected alerts on clean footage", _fmt(fa["evasion_alerts"]),
+                      _flag(d["goals"]["false_alarms"]["met"])])
+    parts.append(_table(["goal", "measured", ""], goal_rows))
+    pc = d["precision_cost"]
+    parts.append(f"<p>Cost on {pc['images']} clean images (labels {html.escape(', '.join(pc['labels']))}):</p>")
+    parts.append(_table(["", "precision", "recall", "false positives / image"], [
+        [name, _fmt(pc[key]["precision"]) + _interval(pc[key]["precision_ci"]),
+         _fmt(pc[key]["recall"]) + _interval(pc[key]["recall_ci"]), _fmt(pc[key]["fp_per_image"])]
+        for name, key in (("primary alone", "without"), ("with second opinion", "with"))]))
+    if fa["source"] is None:
+        parts.append(f"<p class='muted'>{html.escape(fa['note'])}.</p>")
+    else:
+        parts.append(f"<p>False alarms on clean footage ({html.escape(fa['source'])}, {fa['hours'] * 60:.1f} min, "
+                     "camera pipeline with the second opinion on): <b>"
+                     f"{_fmt(fa['evasion_alerts_per_hour'])}</b> evasion_suspected alerts per hour, "
+                     f"<b>{_fmt(fa['secondary_only_events_per_hour'])}</b> events seen by the second model only per "
+                     "hour.</p>")
+        parts.append(_table(["clip", "seconds", "events", "seen by second model only", "evasion_suspected",
+                             "frames checked", "detector time ratio"], [
+            [html.escape(c["clip"]), f"{c['seconds']:.0f}", str(c["events"]), str(c["secondary_only_events"]),
+             str(c["evasion_alerts"]), _fmt(c["checked_share"], True), _fmt(c["detector_time_ratio"], True)]
+            for c in fa["clips"]]))
+    return parts
+
+
+def _wilson(ci: list[float] | None) -> str:
+    return f" <span class='muted'>[{_fmt(ci[0])}–{_fmt(ci[1])}]</span>" if ci else ""
+
+
+def _rate(value: Any, ci: list[Any] | None = None) -> str:
+    """A rate with its interval: three decimals, or two significant digits below 0.01 (FMRs are small)."""
+    def one(v: float) -> str:
+        return f"{v:.3f}" if v == 0 or abs(v) >= 0.01 else f"{v:.2g}"
+
+    if value is None:
+        return "–"
+    interval = f" <span class='muted'>[{one(ci[0])}–{one(ci[1])}]</span>" if ci and None not in ci else ""
+    return f"{one(value)}{interval}"
+
+
+def _px(value: Any) -> str:
+    return "–" if value is None else f"{value:.0f}"
+
+
+def _tar_cell(point: dict[str, Any]) -> str:
+    if not point["supported"]:
+        return f"<span class='muted'>not measured: {html.escape(point['note'])}</span>"
+    return _rate(point["tar"], point["ci"]) + f" <span class='muted'>(threshold {point['threshold']:.4f})</span>"
+
+
+def _faces_section(f: dict[str, Any]) -> list[str]:
+    """Face recognition: threshold, verification, identification, conditions, groups (keys: docs/assess.md)."""
+    c, t, ms = f["clean"], f["threshold"], f["measured"]
+    parts = ["<h2>Faces</h2>",
+             f"<p>{ms['people']} people, {ms['images']} images measured ({ms['gallery_per_person']} enrolment "
+             f"image(s) per person in the gallery, {ms['probes']} probes). Operating threshold <b>{t['value']:.4f}"
+             f"</b> for target FMR {t['target_fmr']:g}, {html.escape(t['source'])}: "
+             f"<span class='muted'>{html.escape(t['note'])}.</span></p>"]
+    rows = [[f"TAR at FMR {key}", _tar_cell(point)] for key, point in c["tar_at_fmr"].items()]
+    rows += [["FNMR at the operating threshold", _rate(c["fnmr"], c["ci"]["fnmr"])],
+             ["FMR at the operating threshold", _rate(c["fmr"], c["ci"]["fmr"])],
+             ["rank-1 identification", _rate(c["rank1"], c["ci"]["rank1"])],
+             ["no face found (counted as errors)", _rate(c["failure_to_acquire"])]]
+    parts.append(_table(["clean images", "value (95% bootstrap interval over people)"], rows))
+    if f.get("conditions"):
+        first = next(iter(c["tar_at_fmr"]))
+        parts.append("<h3>Per condition</h3><p class='muted'>Probes degraded, gallery clean (enrolment photos). "
+                     "FNMR/FMR at the operating threshold above; TAR with the threshold re-fitted to the FMR.</p>")
+        rows = [["clean", "", _px(c["median_face_px"]), _rate(c["failure_to_acquire"]),
+                 _rate(c["rank1"], c["ci"]["rank1"]), _tar_cell(c["tar_at_fmr"][first]),
+                 _rate(c["fnmr"], c["ci"]["fnmr"]), _rate(c["fmr"], c["ci"]["fmr"])]]
+        for name, r in f["conditions"].items():
+            about = html.escape(r["description"].removeprefix(f"{name}: "))
+            for k, (sev, b) in enumerate(r["severities"].items()):
+                rows.append([html.escape(name) + ("" if k else f"<br><span class='muted'>{about}</span>"), sev,
+                             _px(b["median_face_px"]), _rate(b["failure_to_acquire"]),
+                             _rate(b["rank1"], b["ci"]["rank1"]), _tar_cell(b["tar_at_fmr"][first]),
+                             _rate(b["fnmr"], b["ci"]["fnmr"]), _rate(b["fmr"], b["ci"]["fmr"])])
+        parts.append(_table(["condition", "severity", "face px (median)", "no face", "rank-1", f"TAR at FMR {first}",
+                             "FNMR", "FMR"], rows))
+    g = f.get("groups")
+    if g:
+        parts.append("<h3>Per group</h3><p class='muted'>At the operating threshold; FMR over impostor pairs within "
+                     "the group.</p>")
+        parts.append(_table(["group", "people", "FNMR", "FMR", "rank-1"], [
+            [html.escape(name), str(r["people"]), _rate(r["fnmr"], r["ci"]["fnmr"]), _rate(r["fmr"], r["ci"]["fmr"]),
+             _rate(r["rank1"], r["ci"]["rank1"])] for name, r in g["groups"].items()]))
+        gaps = g["gaps"]
+        ratio = gaps["fmr"].get("ratio")
+        parts.append(f"<p>Largest gap between groups: FNMR <b>{_rate(gaps['fnmr']['gap'], gaps['fnmr']['ci'])}</b> "
+                     f"(highest: {html.escape(str(gaps['fnmr']['highest']))}), FMR <b>"
+                     f"{_rate(gaps['fmr']['gap'], gaps['fmr']['ci'])}</b> (highest: "
+                     f"{html.escape(str(gaps['fmr']['highest']))}"
+                     + (f", {ratio:.2g}× the lowest" if ratio is not None else "") + "), rank-1 <b>"
+                     f"{_rate(gaps['rank1']['gap'], gaps['rank1']['ci'])}</b>.</p>")
+    else:
+        parts.append("<p class='muted'>The dataset carries no group labels: no per-group figures.</p>")
+    parts.append("<p class='muted'>A face not found matches nobody (ISO/IEC 19795-1 generalised rates). Intervals: "
+                 "bootstrap over people, not pairs. Public press photos (LFW) are easier than CCTV: calibrate and "
+                 "measure on your own cameras' faces before relying on these figures.</p>")
+    return parts
+
+
+def _faces_page(m: dict[str, Any]) -> str:
+    """The report of ``assess --faces``: the face section alone."""
+    f = m["faces"]
+    c, ds, mo = f["clean"], f["dataset"], f["model"]
+    tar = c["tar_at_fmr"]
+    key = next((k for k in reversed(list(tar)) if tar[k]["supported"]), next(iter(tar)))
+    cards = [("rank-1", c["rank1"]), (f"TAR at FMR {key}", tar[key]["tar"]), ("FNMR at threshold", c["fnmr"]),
+             ("FMR at threshold", c["fmr"])]
+    variant = f", {html.escape(ds['variant'])}" if ds.get("variant") else ""
+    return "\n".join([
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>trustcam face assessment – "
+        f"{html.escape(ds['name'])}</title><style>{_CSS}</style></head><body>",
+        f"<h1>How reliable is face recognition here?</h1><p class='muted'>Dataset <b>{html.escape(ds['name'])}</b>"
+        f"{variant} ({ds['people']} people, {ds['images']} images) · detector {html.escape(mo['detector'])} "
+        f"<code>{mo['detector_sha256'][:16]}…</code> · embedding {html.escape(mo['embedding'])} "
+        f"<code>{mo['embedding_sha256'][:16]}…</code> · trustcam {m['trustcam_version']} · {m['created']}</p>",
+        "<div class='cards'>" + "".join(f"<div class='card'>{html.escape(n)}<b>{_rate(v)}</b></div>"
+                                        for n, v in cards) + "</div>",
+        *_faces_section(f),
+        "<p class='muted'>Keys of metrics.json: docs/assess.md.</p></body></html>"])
+
+
 def render_html(assessment: Assessment) -> str:
     m = assessment.metrics
+    if "overall" not in m and "faces" in m:
+        return _faces_page(m)
     o = m["overall"]
     ds, pl = m["dataset"], m["pipeline"]
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>trustcam assessment – "
@@ -161,6 +317,14 @@ def render_html(assessment: Assessment) -> str:
     rows = [[html.escape(label), str(r.get("gt")), _fmt(r.get("recall")), _fmt(r.get("precision")), _fmt(r.get("ap50")),
              _fmt(r.get("ap50_95")), _fmt(r.get("fp_per_image"))] for label, r in m["per_class"].items()]
     parts.append(_table(["label", "objects", "recall", "precision", "AP50", "AP50:95", "FP / image"], rows))
+    sizes = [("all labels", o.get("by_size") or {})] + [(label, r.get("by_size") or {})
+                                                         for label, r in m["per_class"].items()]
+    parts.append("<h3>By object size</h3><p class='muted'>COCO sizes by box area: small &lt; 32², medium &lt; 96², "
+                 "large the rest (pixels of the image); Wilson 95% intervals. Small objects are where detectors "
+                 "fail first.</p>" + _table(["label", "size", "objects", "recall", "precision", "FP"], [
+                     [html.escape(label), size, str(r["gt"]), _fmt(r["recall"]) + _wilson(r.get("recall_ci")),
+                      _fmt(r["precision"]) + _wilson(r.get("precision_ci")), str(r["fp"])]
+                     for label, by_size in sizes for size, r in by_size.items()]))
     parts.append(f"<img class='plot' alt='precision-recall curves' src='{_pr_plot(m)}'>")
 
     if "tracking" in m:
@@ -207,6 +371,9 @@ def render_html(assessment: Assessment) -> str:
         if assessment.patch is not None:
             big = cv2.resize(assessment.patch, (160, 160), interpolation=cv2.INTER_NEAREST)
             parts.append(f"<p>The optimised patch:</p><img alt='adversarial patch' src='{_image_uri(big)}'>")
+
+    if "second_opinion" in m.get("defences", {}):
+        parts += _defences_section(m["defences"]["second_opinion"])
 
     if assessment.misses:
         parts.append("<h2>Worst misses</h2><p class='muted'>The largest objects the pipeline did not find "

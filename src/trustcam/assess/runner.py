@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -32,6 +32,9 @@ from trustcam.vision.detectors.base import Detector
 from trustcam.vision.frame_detector import FrameDetector
 from trustcam.vision.labels import COCO_LABELS
 from trustcam.vision.motion import polygon_mask
+
+if TYPE_CHECKING:
+    from trustcam.assess.defence import SecondOpinionDefence
 
 AP_SCORE_FLOOR = 0.05
 
@@ -59,6 +62,9 @@ class AssessOptions:
     seed: int = 0
     max_images: int | None = None
     worst_misses: int = 12
+    defences: tuple[str, ...] = ()  # "second-opinion": see trustcam.assess.defence
+    clean_clips: tuple[str, ...] = ()  # video files for the defence's false alarms (MOT: the dataset's sequences)
+    clean_clip_seconds: float | None = None  # only the first seconds of each clean clip
 
 
 @dataclass
@@ -98,6 +104,11 @@ class Assessor:
         if options.max_images is not None and dataset.format != "mot":
             samples = samples[: options.max_images]
         self.samples = samples
+        self.defence: SecondOpinionDefence | None = None
+        if options.defences:
+            from trustcam.assess.defence import SecondOpinionDefence
+
+            self.defence = SecondOpinionDefence(self)  # checks the model now, before minutes of attacks
 
     # -- running the pipeline -------------------------------------------------------------------------
 
@@ -217,6 +228,9 @@ class Assessor:
             self._conditions(metrics, clean_metrics)
         if opts.attacks:
             self._attacks(metrics, assessment)
+        if self.defence is not None:
+            pgd_key = f"pgd_eps_{max(opts.eps):g}" if opts.eps else None
+            metrics["defences"] = {"second_opinion": self.defence.report(clean, pgd_key, "patch")}
         return assessment
 
     def _conditions(self, metrics: dict[str, Any], clean: dict[str, Any]) -> None:
@@ -283,6 +297,9 @@ class Assessor:
         results: dict[str, Any] = {}
         clean_recall = recall(originals, self.detector, samples)
         clean_transfer = recall(originals, other, samples)
+        defence = self.defence
+        if defence is not None:
+            defence.measure("clean", "clean", originals, samples)
         if "pgd" in self.options.attacks:
             by_eps: dict[str, Any] = {}
             for eps in self.options.eps:
@@ -292,6 +309,9 @@ class Assessor:
                 for s in samples:
                     attacked[s.id] = adv.pgd(model, originals[s.id], config)
                     advance()
+                if defence is not None:
+                    defence.measure(f"pgd_eps_{eps:g}", f"PGD L∞ ε={eps:g}, {self.options.pgd_steps} steps", attacked,
+                                    samples, "clean")
                 by_eps[f"{eps:g}"] = {"recall": recall(attacked, self.detector, samples),
                                       "transfer_recall": recall(attacked, other, samples)}
             strongest = by_eps[f"{max(self.options.eps):g}"]
@@ -315,6 +335,10 @@ class Assessor:
             patched = {s.id: adv.apply_patch(originals[s.id], boxes(s), patch) for s in test}
             control = adv.random_patch(patch.shape[0], self.options.seed)
             random_patched = {s.id: adv.apply_patch(originals[s.id], boxes(s), control) for s in test}
+            if defence is not None:
+                defence.measure("patch_clean", "held-out patch images, clean", originals, test)
+                defence.measure("patch", f"adversarial patch ({patch.shape[0]} px)", patched, test, "patch_clean")
+                defence.measure("random_patch", "random patch (control)", random_patched, test, "patch_clean")
             results["patch"] = {
                 "recall": recall(patched, self.detector, test),
                 "random_patch_recall": recall(random_patched, self.detector, test),

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -126,7 +128,7 @@ class Reviews:
                  .join(ReviewRow, and_(ReviewRow.id == latest.c.last))
                  .order_by(EventRow.start))
         with Session(self.engine, expire_on_commit=False) as session:
-            return [(event, review) for event, review in session.execute(query).tuples()]
+            return [(event, review) for event, review in session.execute(query).all()]
 
     def precision(self) -> list[PrecisionRow]:
         counts: dict[tuple[str, str, str], list[int]] = {}
@@ -149,3 +151,202 @@ def reviewed_clause(reviewed: bool) -> Any:
     """A WHERE clause on EventRow: the event has (or has no) verdict."""
     has = select(ReviewRow.id).where(ReviewRow.event_id == EventRow.id, ReviewRow.action == "verdict").exists()
     return has if reviewed else ~has
+
+
+# ------------------------------------------------------------------------------ operating point from verdicts
+
+MIN_SAMPLES = 30
+_MAX_SAMPLES = 1 << 40
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The lowest score threshold whose precision's Wilson 95% lower bound reaches ``target``, or why there is none.
+
+    The lower bound, not the observed precision, must reach the target: 19 correct of 19 is 100% observed but
+    only ≥ 83% with 95% confidence, and a threshold set on luck does not hold in the field. At least
+    ``min_samples`` samples must lie at or above the threshold.
+    """
+
+    target: float
+    min_samples: int
+    samples: int  # scored samples in all
+    threshold: float | None = None  # the score to configure; None when the target is not reached
+    kept: int = 0  # samples at or above the threshold (or, not reached, at the most promising score)
+    true_positives: int = 0
+    lower_bound: float = 0.0
+    at_score: float | None = None  # the score ``kept`` and ``true_positives`` refer to
+    needed: int | None = None  # more samples needed, if the precision so far holds; None: more will not help
+
+    @property
+    def reached(self) -> bool:
+        return self.threshold is not None
+
+    @property
+    def precision(self) -> float | None:
+        return self.true_positives / self.kept if self.kept else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "min_samples": self.min_samples, "samples": self.samples,
+                "threshold": self.threshold, "kept": self.kept, "true_positives": self.true_positives,
+                "precision": self.precision, "lower_bound": self.lower_bound, "at_score": self.at_score,
+                "needed": self.needed}
+
+    def explain(self, what: str = "verdicts") -> str:
+        """One line for people: what was found, or what is missing and how much more is needed."""
+        if self.reached:
+            return (f"min_score {self.threshold:g}: {self.kept} {what} at or above, {self.true_positives} true "
+                    f"positive, precision {self.precision:.3f}, Wilson 95% lower bound {self.lower_bound:.3f} ≥ "
+                    f"{self.target:g}")
+        so_far = (f"the best so far is precision {self.precision:.3f} (lower bound {self.lower_bound:.3f}) over "
+                  f"{self.kept} {what} scoring ≥ {self.at_score:.3f}" if self.kept and self.at_score is not None
+                  else f"no {what} yet")
+        if self.needed is not None:
+            return (f"not enough {what} for precision ≥ {self.target:g} with 95% confidence ({self.samples} "
+                    f"{what}, at least {self.min_samples} needed at or above a threshold): about {self.needed} more "
+                    f"needed if the precision so far holds; {so_far}")
+        return (f"no threshold reaches precision {self.target:g}: {so_far}, and more {what} at that precision "
+                "will not change it; look at the false positives (masks, zones, the label's filters) or choose a "
+                "lower target")
+
+
+def operating_point(scores: Sequence[float], hits: Sequence[bool], target: float,
+                    min_samples: int = MIN_SAMPLES) -> OperatingPoint:
+    """The lowest threshold ``t`` such that samples scoring ≥ ``t`` have a precision whose lower bound reaches target.
+
+    Thresholds cut between distinct scores only (tied scores stay together). The proposed value is the
+    shortest decimal in (next lower score, cut score], so configuring it keeps exactly the samples counted.
+    """
+    if len(scores) != len(hits):
+        raise ValueError(f"{len(scores)} scores but {len(hits)} outcomes: one outcome per score")
+    pairs = sorted(zip((float(s) for s in scores), (bool(h) for h in hits), strict=True), key=lambda p: -p[0])
+    cuts: list[tuple[int, int, float]] = []  # (samples at or above, true positives among them, score)
+    tp = 0
+    for i, (score, hit) in enumerate(pairs):
+        tp += hit
+        if i + 1 == len(pairs) or pairs[i + 1][0] != score:
+            cuts.append((i + 1, tp, score))
+    base = OperatingPoint(target=target, min_samples=min_samples, samples=len(pairs))
+    reached = [c for c in cuts if c[0] >= min_samples and wilson(c[1], c[0])[0] >= target - 1e-12]
+    if reached:
+        n, tp, score = reached[-1]
+        below = pairs[n][0] if n < len(pairs) else None
+        return replace(base, threshold=_config_value(score, below), kept=n, true_positives=tp,
+                       lower_bound=wilson(tp, n)[0], at_score=score)
+    if not cuts:
+        return replace(base, needed=max(min_samples, _samples_for(1.0, target)) if target < 1 else None)
+    n, tp, score = max(cuts, key=lambda c: (wilson(c[1], c[0])[0], c[0]))
+    more = [max(min_samples, _samples_for(t / k, target)) - k for k, t, _ in cuts if t / k > target]
+    return replace(base, kept=n, true_positives=tp, lower_bound=wilson(tp, n)[0], at_score=score,
+                   needed=max(1, min(more)) if more else None)
+
+
+def _samples_for(precision: float, target: float) -> int:
+    """Fewest samples at ``precision`` whose Wilson lower bound reaches ``target`` (precision > target)."""
+    def low(n: int) -> float:
+        return wilson(precision * n, n)[0]  # type: ignore[arg-type]  # a float count is fine for the formula
+
+    high = 1
+    while low(high) < target - 1e-12 and high < _MAX_SAMPLES:
+        high *= 2
+    lo = high // 2 + 1 if high > 1 else 1
+    while lo < high:
+        mid = (lo + high) // 2
+        lo, high = (lo, mid) if low(mid) >= target - 1e-12 else (mid + 1, high)
+    return high
+
+
+def _config_value(score: float, below: float | None) -> float:
+    """The shortest decimal v with below < v ≤ score: what a person types into the config."""
+    for digits in (2, 3, 4):
+        value = round(score, digits)
+        if value > score:
+            value = round(value - 10 ** -digits, digits)
+        if below is None or value > below:
+            return value
+    return score
+
+
+# --------------------------------------------------------------------------------- who gave the verdicts
+
+
+@dataclass(frozen=True)
+class Domination:
+    """One account gave more than ``max_share`` of a verdict set: its labels are one person's judgement."""
+
+    account: str
+    verdicts: int
+    total: int
+    max_share: float
+
+    @property
+    def share(self) -> float:
+        return self.verdicts / self.total
+
+    def to_json(self) -> dict[str, Any]:
+        return {"account": self.account, "verdicts": self.verdicts, "total": self.total,
+                "share": round(self.share, 4), "max_share": self.max_share}
+
+    def warning(self, scope: str = "") -> str:
+        where = f" of {scope}" if scope else ""
+        return (f"the verdicts{where} are dominated by one account: {self.account!r} gave {self.verdicts} of "
+                f"{self.total} ({self.share:.0%}, more than {self.max_share:.0%}); one person's judgement, or one "
+                "compromised account, would set these labels: have other operators review events too")
+
+
+def dominating_account(verdicts: Iterable[ReviewRow], max_share: float = 0.5,
+                       min_verdicts: int = 10) -> Domination | None:
+    """The account that gave more than ``max_share`` of ``verdicts`` (and at least ``min_verdicts``), if any.
+
+    Accounts are told apart by user id where there is one, so a renamed account is still one account.
+    """
+    counts: Counter[tuple[str, Any]] = Counter()
+    names: dict[tuple[str, Any], str] = {}
+    for row in verdicts:
+        key = ("id", row.user_id) if row.user_id is not None else ("name", row.username)
+        counts[key] += 1
+        names[key] = row.username
+    total = sum(counts.values())
+    if not total:
+        return None
+    key, top = counts.most_common(1)[0]
+    if top >= min_verdicts and top / total > max_share:
+        return Domination(names[key], top, total, max_share)
+    return None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The operating point of one camera and label, from the verdicts on its current model's events."""
+
+    camera: str
+    label: str
+    model: str  # name@sha256 prefix of the model whose scores were used
+    point: OperatingPoint
+    dominated: Domination | None
+    left_out: int  # verdicts on other models' events or on events only the second-opinion model saw
+
+
+def calibrate(labelled: Iterable[tuple[EventRow, ReviewRow]], *, target: float, min_samples: int = MIN_SAMPLES,
+              max_share: float = 0.5, min_verdicts: int = 10, camera: str | None = None) -> list[Calibration]:
+    """Per camera and label, the lowest event score threshold reaching ``target`` precision by operators' verdicts.
+
+    Scores of different models are not comparable, so only events of the model of the group's latest event
+    count; events seen only by the second-opinion model carry that model's score and are left out too.
+    """
+    groups: dict[tuple[str, str], list[tuple[EventRow, ReviewRow]]] = {}
+    for event, review in labelled:
+        if camera is None or event.camera == camera:
+            groups.setdefault((event.camera, event.label), []).append((event, review))
+    out = []
+    for (cam, label), pairs in sorted(groups.items()):
+        primary = [p for p in pairs if p[0].seen_by != "secondary"]
+        latest = max(primary, key=lambda p: p[0].start)[0] if primary else pairs[-1][0]
+        used = [(e, r) for e, r in primary
+                if (e.model_name, e.model_sha256) == (latest.model_name, latest.model_sha256)]
+        point = operating_point([e.best_score for e, _ in used],
+                                [r.verdict == Verdict.true_positive for _, r in used], target, min_samples)
+        out.append(Calibration(cam, label, f"{latest.model_name}@{latest.model_sha256[:12]}", point,
+                               dominating_account((r for _, r in used), max_share, min_verdicts),
+                               len(pairs) - len(used)))
+    return out
