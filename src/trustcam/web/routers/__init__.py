@@ -7,7 +7,7 @@ import importlib
 from fastapi import APIRouter
 
 OWN = ("system", "cameras", "events", "recordings", "timeline", "alerts", "config", "live_ws")
-SECURITY = ("auth", "me", "users", "audit")
+SECURITY = ("auth", "me", "users", "audit", "faces")
 
 
 def all_routers() -> list[APIRouter]:

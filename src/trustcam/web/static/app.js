@@ -14,6 +14,7 @@ import * as tokens from "./views/tokens.js";
 import * as audit from "./views/audit.js";
 import * as account from "./views/account.js";
 import * as zones from "./views/zones.js";
+import * as faces from "./views/faces.js";
 
 const PUBLIC = new Set(["login", "setup"]);
 
@@ -31,6 +32,7 @@ const ROUTES = {
   users: [users.render, "admin"],
   tokens: [tokens.render, "admin"],
   zones: [zones.render, "admin"],
+  faces: [faces.render, "admin"], // the server also needs the biometrics permission
   audit: [audit.render, "audit"],
   account: [account.render, "any"],
 };
@@ -72,7 +74,7 @@ function renderNav(current) {
     ["events", "Events", "video"],
     ["alerts", "Alerts & health", "video"],
     ["users", "Users", "admin"], ["tokens", "API tokens", "admin"], ["audit", "Audit", "audit"],
-    ["zones", "Zones", "admin"],
+    ["zones", "Zones", "admin"], ["faces", "Faces", "admin"],
     ["account", "Account", "any"],
   ].filter(([, , need]) => need === "any" || can(need));
   const active = current === "event" ? "events" : current;
