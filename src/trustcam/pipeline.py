@@ -269,7 +269,7 @@ class CameraPipeline:
             primary = self.detector.detector
             primary_score = best_score_in(primary, frame, obj.box, COCO_LABELS.index(obj.label))
             secondary_name = self.second_opinion.detector.detector.name
-            event = next((e for e in self.events.open_events if e.track_id == obj.track_id), None)
+            event = self.events.promote(obj.track_id, frame.time)  # the alert's object is an event, with evidence
             self.bus.publish(Alert(
                 kind=EVASION_SUSPECTED, severity=Severity.high, camera=self.name, source_time=frame.time,
                 message=f"camera {self.name}: {secondary_name} has seen a {obj.label} for {needed} analysed frames "

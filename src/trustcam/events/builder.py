@@ -56,6 +56,24 @@ class EventBuilder:
         self.lost_after_s = lost_after_s
         self._tracks: dict[int, _Candidate] = {}
 
+    def promote(self, track_id: int, time: float) -> Event | None:
+        """Make ``track_id`` an event now, whatever its median score: the second opinion found an object the primary
+        keeps missing (suspected evasion). The thresholds are tuned on the primary's scores; the second model's
+        scores for the same person are lower, and an attack on the primary must not also hide the event."""
+        cand = self._tracks.get(track_id)
+        if cand is not None and cand.event is None:
+            self._start(cand, track_id, time)
+        return cand.event if cand is not None else None
+
+    def _start(self, cand: _Candidate, track_id: int, time: float) -> None:
+        cand.event = Event(
+            id=uuid.uuid4().hex, camera=self.camera, label=cand.label, track_id=track_id,
+            start=cand.first_seen, end=time, best_score=cand.best_score, best_box=cand.best_box,
+            best_time=cand.best_time, model_name=self.model_name, model_sha256=self.model_sha256,
+        )
+        self._sync(cand, time)
+        self.bus.publish(EventStarted(cand.event))
+
     @property
     def open_events(self) -> list[Event]:
         return [c.event for c in self._tracks.values() if c.event is not None]
@@ -87,13 +105,7 @@ class EventBuilder:
             if cand.event is not None:
                 self._sync(cand, time)
             elif statistics.median(cand.scores) >= self.objects.filter_for(obj.label).threshold:
-                cand.event = Event(
-                    id=uuid.uuid4().hex, camera=self.camera, label=obj.label, track_id=obj.track_id,
-                    start=cand.first_seen, end=time, best_score=cand.best_score, best_box=cand.best_box,
-                    best_time=cand.best_time, model_name=self.model_name, model_sha256=self.model_sha256,
-                )
-                self._sync(cand, time)
-                self.bus.publish(EventStarted(cand.event))
+                self._start(cand, obj.track_id, time)
         for hit in hits:
             cand = self._tracks.get(hit.track_id)
             if cand is not None:

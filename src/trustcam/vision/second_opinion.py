@@ -2,9 +2,10 @@
 
 An adversarial patch or perturbation made against one model (PGD at eps=8 takes yolox-nano's person recall to 0)
 rarely fools a different architecture as well (nanodet-m-320 keeps 0.54). Running both everywhere doubles the
-cost, so the second model only looks at (a) a seeded sample of analysed frames, whole, (b) motion that persists
-with no primary detection (something moves that the primary cannot name) and (c) the objects only it has seen, so
-they stay tracked. What only it sees is handed to the tracker and, when it lasts, reported as suspected evasion.
+cost, so the second model only looks at (a) a seeded sample of analysed frames, whole at its own input size (tiles
+only with ``sample_tiles``), (b) motion that persists with no primary detection (something moves that the primary
+cannot name) and (c) the objects only it has seen, so they stay tracked. What only it sees is handed to the tracker
+and, when it lasts, reported as suspected evasion.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from trustcam.vision.frame_detector import FrameDetector
 from trustcam.vision.regions import Box, regions_for
 
 AGREE_IOU = 0.3  # a secondary box overlapping a primary box of the same label this much is the same object
+MAX_BACKOFF = 8  # persisting motion the second model keeps finding nothing in is re-checked at most this many times
+# less often (every 8 x persist_frames analysed frames, 8 s at 5 fps with the defaults)
 
 
 @dataclass
@@ -38,7 +41,10 @@ class Review:
 @dataclass
 class _Trace:
     box: tuple[float, float, float, float]
-    frames: int  # consecutive analysed frames with motion here and no primary detection
+    frames: int  # consecutive analysed frames with motion here and no primary detection since its last check
+    wait: int  # frames before it is checked: persist_frames, doubled each time the second model found nothing here
+    idle: int = 0  # analysed frames since motion was last seen here (kept for ``wait`` frames: flicker keeps its wait)
+    checked: tuple[float, float, float, float] | None = None  # its box when the second model last looked
 
 
 class SecondOpinion:
@@ -58,15 +64,17 @@ class SecondOpinion:
                keep: object) -> Review:
         """Run the second model where it is due on ``frame``; ``watched`` are boxes of objects only it has seen,
         ``keep`` filters its raw detections like the primary's (labels, sizes, masks, scores)."""
-        persisted = self._persisting(motion_boxes, primary)
+        due = self._persisting(motion_boxes, primary)
+        persisted = [t.box for t in due]
         sampled = self.config.sample_share > 0 and self._rng.random() < self.config.sample_share
         nothing = Review(Detections.empty(), np.zeros(len(primary), bool))
         if not sampled and not persisted and not watched:
             return nothing
         start = clock.perf_counter()
         before = self.detector.detector.calls
-        if sampled:
-            raw = self.detector.detect_full(frame)
+        if sampled:  # untiled by default: tiles cost ~7 calls a sample on 768x432 and were most of the defence's CPU
+            raw = self.detector.detect_full(frame) if self.config.sample_tiles else self.detector.detector.detect(
+                frame.bgr)
         else:
             targets = persisted + list(watched)
             regions = regions_for(targets, frame.width, frame.height, self.detector.detector.input_size)
@@ -75,26 +83,48 @@ class SecondOpinion:
         self.seconds += clock.perf_counter() - start
         self.checks += 1
         secondary = keep(raw)  # type: ignore[operator]
+        self._back_off(due, secondary)
         return split(secondary, primary, ran=True)
 
-    def _persisting(self, motion_boxes: list[tuple[int, int, int, int]],
-                    primary: Detections) -> list[tuple[float, float, float, float]]:
-        """Motion boxes that have stayed (overlapping frame to frame) for ``persist_frames`` analysed frames with no
-        primary detection in them; a due trace starts counting again, so a long one is re-checked periodically."""
-        due: list[tuple[float, float, float, float]] = []
+    def _persisting(self, motion_boxes: list[tuple[int, int, int, int]], primary: Detections) -> list[_Trace]:
+        """Motion that has stayed (overlapping frame to frame) for its trace's wait (``persist_frames`` at first)
+        with no primary detection in it; a due trace starts counting again, so a long one is re-checked periodically."""
+        due: list[_Trace] = []
         traces: list[_Trace] = []
+        continued: set[int] = set()
         for m in motion_boxes:
             box = tuple(float(v) for v in m)
             if any(_overlaps(box, tuple(map(float, d))) for d in primary.boxes):
                 continue
-            previous = max((t.frames for t in self._traces if _overlaps(box, t.box)), default=0)
-            trace = _Trace(box, previous + 1)  # type: ignore[arg-type]
-            if trace.frames >= self.config.persist_frames:
-                due.append(trace.box)
+            before = [t for t in self._traces if _overlaps(box, t.box)]
+            continued.update(id(t) for t in before)
+            longest = max(before, key=lambda t: t.wait, default=None)
+            trace = _Trace(box, max((t.frames for t in before), default=0) + 1,  # type: ignore[arg-type]
+                           longest.wait if longest else self.config.persist_frames,
+                           checked=longest.checked if longest else None)
+            if trace.frames >= trace.wait:
+                due.append(trace)
                 trace.frames = 0
             traces.append(trace)
+        # motion that flickers off for a few frames keeps its count and its back-off instead of starting afresh
+        for t in self._traces:
+            if id(t) not in continued and t.idle + 1 < t.wait:
+                traces.append(_Trace(t.box, t.frames, t.wait, t.idle + 1, t.checked))
         self._traces = traces
         return due
+
+    def _back_off(self, due: list[_Trace], secondary: Detections) -> None:
+        """Double the wait of a trace that stayed in place since its last check and where the second model again
+        found nothing (swaying plants, shadows, light: the call a second they cost was most of the defence's CPU on
+        quiet scenes), up to :data:`MAX_BACKOFF` x ``persist_frames``. Motion that moved (someone walking in, seen
+        only in part at first) or where it found something is checked again after ``persist_frames``."""
+        first = self.config.persist_frames
+        for trace in due:
+            found = any(_overlaps(trace.box, tuple(map(float, d))) for d in secondary.boxes)
+            still = trace.checked is not None and float(
+                iou_matrix(np.array([trace.box], np.float32), np.array([trace.checked], np.float32))[0, 0]) >= 0.5
+            trace.wait = min(2 * trace.wait, MAX_BACKOFF * first) if still and not found else first
+            trace.checked = trace.box
 
 
 def split(secondary: Detections, primary: Detections, *, ran: bool = True) -> Review:
