@@ -196,3 +196,15 @@ def test_cli_refuses_bad_defence_options(data_dir: Path, person_video: Path, tmp
                             env={**os.environ, "COLUMNS": "200"})  # the error box on one line
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_attack_clips_need_the_defence(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from trustcam.cli import app
+
+    clip = tmp_path / "walk.mp4"
+    clip.write_bytes(b"not used: refused before it is read")
+    result = CliRunner().invoke(app, ["assess", "--dataset", str(tmp_path), "--attack-clips", str(clip),
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "add --defence second-opinion" in result.output

@@ -80,6 +80,16 @@ def test_the_result_goes_into_metrics_json(result: dict[str, Any]) -> None:
     assert all(p["patch_defended"]["raised"] for p in result["per_person"])
 
 
+def test_the_report_shows_events_without_and_with_the_defence(result: dict[str, Any]) -> None:
+    from trustcam.assess.report import _video_attack_section
+
+    page = "".join(_video_attack_section(result))
+    patch = result["conditions"]["patch"]
+    assert "Video patch attack" in page and "pseudo" in page
+    assert f"{patch['defence']['events']}/{patch['defence']['clips']}" in page
+    assert ("met" if result["goal"]["met"] else "NOT met") in page
+
+
 def test_box_between_analysed_frames_is_interpolated() -> None:
     person = va.PersonTrack(Path("x.mp4"), 1, {1.0: (0, 0, 10, 20), 2.0: (10, 0, 20, 20)})
     assert person.box_at(1.5) == (5.0, 0.0, 15.0, 20.0)

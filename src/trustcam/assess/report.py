@@ -134,6 +134,28 @@ def _flag(met: bool | None) -> str:
     return "–" if met is None else ("<span class='good'>met</span>" if met else "<span class='bad'>not met</span>")
 
 
+def _video_attack_section(v: dict[str, Any]) -> list[str]:
+    """The worn patch on video: share of per-person clips that still raise an event, without and with the defence."""
+    parts = ["<h3>Video patch attack (event level)</h3>",
+             f"<p>{v['people']} people in {html.escape(', '.join(v['clips']))}; patch {v['patch']['size']} px "
+             f"worn on the torso following each track. <span class='muted'>Ground truth: "
+             f"{html.escape(v['ground_truth'])}.</span></p>"]
+    rows = []
+    for name, c in v["conditions"].items():
+        rows.append([html.escape(name), _fmt(c["primary_recall"]),
+                     f"{c['no_defence']['events']}/{c['no_defence']['clips']}" + _interval(
+                         c["no_defence"]["event_rate_ci95"]),
+                     f"{c['defence']['events']}/{c['defence']['clips']}" + _interval(c["defence"]["event_rate_ci95"]),
+                     str(c["defence"]["clips_with_evasion_alert"])])
+    parts.append(_table(["worn", "primary per-frame recall", "events without defence", "events with defence",
+                         "clips with evasion alert"], rows))
+    goal = v["goal"]
+    parts.append(f"<p>Goal: events in ≥ {goal['defended_event_rate_min']:.0%} of attacked clips with the defence — "
+                 f"{'met' if goal['met'] else 'NOT met'}. False evasion alerts on the clean pass: "
+                 f"{v['clean_pass']['false_evasion_alerts']}.</p>")
+    return parts
+
+
 def _defences_section(d: dict[str, Any]) -> list[str]:
     """The second opinion side by side with the primary alone: recall per attacked set, goals, costs, false alarms."""
     parts = ["<h2>Defences</h2>",
@@ -374,6 +396,8 @@ def render_html(assessment: Assessment) -> str:
 
     if "second_opinion" in m.get("defences", {}):
         parts += _defences_section(m["defences"]["second_opinion"])
+    if "video_patch" in m.get("defences", {}):
+        parts += _video_attack_section(m["defences"]["video_patch"])
 
     if assessment.misses:
         parts.append("<h2>Worst misses</h2><p class='muted'>The largest objects the pipeline did not find "

@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
@@ -64,6 +65,7 @@ class AssessOptions:
     worst_misses: int = 12
     defences: tuple[str, ...] = ()  # "second-opinion": see trustcam.assess.defence
     clean_clips: tuple[str, ...] = ()  # video files for the defence's false alarms (MOT: the dataset's sequences)
+    attack_clips: tuple[str, ...] = ()  # video with people: the patch worn across each person's clip (video_attack)
     clean_clip_seconds: float | None = None  # only the first seconds of each clean clip
 
 
@@ -231,6 +233,14 @@ class Assessor:
         if self.defence is not None:
             pgd_key = f"pgd_eps_{max(opts.eps):g}" if opts.eps else None
             metrics["defences"] = {"second_opinion": self.defence.report(clean, pgd_key, "patch")}
+            if opts.attack_clips:
+                from trustcam.assess.video_attack import video_patch_attack
+
+                advance = self.progress("video patch attack", 1)
+                metrics["defences"]["video_patch"] = video_patch_attack(
+                    [Path(c) for c in opts.attack_clips], self.settings, self.camera, self.detector,
+                    self.defence.detector, patch_steps=opts.patch_steps, seed=opts.seed)
+                advance()
         return assessment
 
     def _conditions(self, metrics: dict[str, Any], clean: dict[str, Any]) -> None:

@@ -59,7 +59,7 @@ def options_from(settings: Any, *, conditions: str | None, severities: str | Non
                  eps: str, attack_images: int, patch_steps: int, labels: str | None, max_images: int | None,
                  bootstrap: int, seed: int, pgd_steps: int = 10, defence: str | None = None,
                  clean_clips: list[Path] | None = None, clean_clip_seconds: float | None = None,
-                 target_precision: float | None = None) -> Any:
+                 target_precision: float | None = None, attack_clips: list[Path] | None = None) -> Any:
     from trustcam.assess.conditions import parse_conditions
     from trustcam.assess.defence import DEFENCES
     from trustcam.assess.runner import AssessOptions
@@ -73,6 +73,9 @@ def options_from(settings: Any, *, conditions: str | None, severities: str | Non
         raise typer.BadParameter(f"--defence: unknown {defence!r}; choose from {', '.join(DEFENCES)}")
     if clean_clips and not defences:
         raise typer.BadParameter("--clean-clips measures a defence's false alarms: add --defence second-opinion")
+    if attack_clips and not defences:
+        raise typer.BadParameter("--attack-clips measures a defence against the video patch attack: add --defence "
+                                 "second-opinion")
     sev = parse_list(severities, int, "--severities") or tuple(settings.assess.severities)
     if any(not 1 <= s <= 5 for s in sev):
         raise typer.BadParameter(f"--severities: each must be 1..5, got {severities}")
@@ -84,6 +87,7 @@ def options_from(settings: Any, *, conditions: str | None, severities: str | Non
         target_precision=target_precision or settings.assess.target_precision,
         bootstrap=bootstrap, seed=seed, max_images=max_images, defences=tuple(dict.fromkeys(defences)),
         clean_clips=tuple(str(p) for p in clean_clips or ()), clean_clip_seconds=clean_clip_seconds,
+        attack_clips=tuple(str(p) for p in attack_clips or ()),
     )
 
 
@@ -110,6 +114,10 @@ DefenceOption = Annotated[str | None, typer.Option(
 CleanClipsOption = Annotated[list[Path] | None, typer.Option(
     "--clean-clips", exists=True, dir_okay=False, metavar="VIDEO",
     help="Clean video for the defence's false alarms (repeatable; default: a MOT dataset's own sequences).")]
+AttackClipsOption = Annotated[list[Path] | None, typer.Option(
+    "--attack-clips", exists=True, dir_okay=False, metavar="VIDEO",
+    help="Video with people walking (repeatable): a patch optimised against the primary is worn by each person "
+    "across their clip; events raised without and with the defence (minutes of CPU per clip).")]
 CleanClipSecondsOption = Annotated[float | None, typer.Option(
     min=1, metavar="S", help="Only the first seconds of each clean clip.")]
 
@@ -137,6 +145,7 @@ def assess(
     defence: DefenceOption = None,
     clean_clips: CleanClipsOption = None,
     clean_clip_seconds: CleanClipSecondsOption = None,
+    attack_clips: AttackClipsOption = None,
     target_precision: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Propose the min_score reaching this precision with 95% confidence "
         "(default: assess.target_precision).")] = None,
@@ -170,7 +179,7 @@ def assess(
                                attack_images=attack_images, patch_steps=patch_steps, labels=labels,
                                max_images=max_images, bootstrap=bootstrap, seed=seed, pgd_steps=pgd_steps,
                                defence=defence, clean_clips=clean_clips, clean_clip_seconds=clean_clip_seconds,
-                               target_precision=target_precision)
+                               target_precision=target_precision, attack_clips=attack_clips)
         if options.attacks:
             from trustcam.assess.adversarial import AttackUnavailable, torch_available
 
