@@ -415,7 +415,7 @@ class SecondOpinionConfig(StrictModel):
     sample_tiles: bool = Field(
         False, description="Also check sampled frames tile by tile (as `detector.tiling` says): finds small, distant "
         "objects, at about 7 model calls instead of 1 per sample on a 768x432 frame. Off: the whole frame at the "
-        "model's own input size, which keeps the defence within +25% CPU (bench/second_opinion.py).",
+        "model's own input size: the defence then adds +10% to +28% CPU on the sample clips (bench/second_opinion.py).",
     )
     persist_frames: int = Field(
         5, ge=1, le=1000,
