@@ -34,6 +34,7 @@ from trustcam.pipeline import CameraPipeline
 from trustcam.redaction import redact_urls
 from trustcam.storage.database import open_database
 from trustcam.storage.event_store import EventStore
+from trustcam.storage.leases import DEFAULT_TTL_S, Fences, LeaseKeeper, Leases
 from trustcam.storage.private import private_dir
 from trustcam.storage.recorder import Recorder, SegmentSink, SegmentStore
 from trustcam.storage.witness import build_witness
@@ -247,6 +248,10 @@ class CameraWorker(threading.Thread):
 
     With ``record.enabled`` and a ``vault``, a :class:`Recorder` taps the stream's packets (the same connection,
     no extra decoding) and gets each frame's motion and the camera's events from the bus.
+
+    With a ``lease`` (several machines), the worker waits as a standby until it holds the camera's lease, keeps it
+    renewed, and stops the camera for good when it loses it (``lease_lost`` says why): its late writes are refused
+    by the fencing token anyway, this only stops the wasted work. It releases the lease after its last writes.
     """
 
     restart_first_s = 1.0  # first delay before restarting a failed pipeline; doubles at each failure in a row
@@ -255,9 +260,11 @@ class CameraWorker(threading.Thread):
 
     def __init__(self, name: str, camera: CameraConfig, settings: Settings, bus: Bus, snapshot_dir: Path,
                  vault: SegmentStore | SegmentSink | None = None, snapshot_store: SnapshotStore | None = None,
-                 faces: FaceModels | None = None) -> None:
+                 faces: FaceModels | None = None, lease: LeaseKeeper | None = None) -> None:
         super().__init__(name=f"camera-{name}", daemon=True)
         self.camera_name = name
+        self.lease = lease
+        self.lease_lost: str | None = None
         self.recorder = (Recorder(name, camera.record, vault, bus)
                          if camera.record.enabled and vault is not None else None)
         # every camera has taps, recorded or not: live video (trustcam.web.live_mse) attaches to them when watched
@@ -294,9 +301,15 @@ class CameraWorker(threading.Thread):
         self._stop_event.set()
         self.stream.stop()
 
+    def _on_lease_lost(self, reason: str) -> None:
+        self.lease_lost = reason
+        self.stop()
+
     def run(self) -> None:
         recorder = self.recorder
         try:
+            if self.lease is not None and not self.lease.acquire(self._stop_event, self._on_lease_lost):
+                return  # stopped while waiting as a standby
             while not self._stop_event.is_set():
                 started = time.monotonic()
                 try:
@@ -320,6 +333,8 @@ class CameraWorker(threading.Thread):
                 close_detector()  # the detector child process
             if recorder is not None:
                 recorder.close()
+            if self.lease is not None:
+                self.lease.release()  # after the last events and segments: they still carried the token
 
     def _analyse(self, started: float) -> None:
         """One run of the analysis: frames from the stream through the pipeline until :meth:`stop` (returns) or an
@@ -404,13 +419,18 @@ def warn_legacy_exports(data_dir: Path) -> list[Path]:
 class Service:
     """All enabled cameras of a config, the event store, the bus and (when a camera records) the vault."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, lease_holder: str | None = None,
+                 lease_ttl_s: float = DEFAULT_TTL_S) -> None:
+        """``lease_holder`` (unique per process, e.g. :func:`trustcam.storage.leases.holder_id`) runs each camera
+        under a lease with fenced writes, for several machines on one database; None (single box) changes nothing."""
         self.settings = settings
         self.bus = Bus()
         private_dir(settings.data_dir)  # owner-only whatever the umask: footage metadata, drift, snapshots
         warn_legacy_exports(settings.data_dir)
         self.engine = open_database(settings.resolved_database_url)
-        self.store = EventStore(self.engine)
+        self.leases = Leases(self.engine) if lease_holder is not None else None
+        self.fences = Fences() if lease_holder is not None else None
+        self.store = EventStore(self.engine, self.fences)
         self.store.attach(self.bus)
         self.bus.subscribe(EventEnded, lambda m: log.info("event %s: %s on %s (%.2f)", m.event.id,
                                                           m.event.label, m.event.camera, m.event.best_score))
@@ -429,7 +449,7 @@ class Service:
             from trustcam.storage.vault import Vault
 
             self.vault = Vault(settings.vault, self.engine, on_alert=lambda m: log.warning("vault: %s", m),
-                               witness=self.witness)
+                               witness=self.witness, fences=self.fences)
             # an ended event's record is sealed into its camera's chain; subscribed after the event store, so the
             # row it hashes is already saved (the bus calls handlers in order, in the publisher's thread)
             self.bus.subscribe(EventEnded, lambda m, vault=self.vault: vault.seal_event(m.event.id))
@@ -456,7 +476,13 @@ class Service:
         self.face_models = build_face_models(settings, self.engine, cameras.values())
         self._faces_shredded_at: float | None = None
         self.workers = [CameraWorker(name, cam, settings, self.bus, snapshots, sink, snapshot_store,
-                                     self.face_models) for name, cam in cameras.items()]
+                                     self.face_models, self._lease_keeper(name, lease_holder, lease_ttl_s))
+                        for name, cam in cameras.items()]
+
+    def _lease_keeper(self, camera: str, holder: str | None, ttl_s: float) -> LeaseKeeper | None:
+        if self.leases is None or self.fences is None or holder is None:
+            return None
+        return LeaseKeeper(self.leases, self.fences, camera, holder, ttl_s)
 
     def start(self) -> None:
         self.shred_expired_faces()
@@ -536,5 +562,9 @@ class Service:
                 r = worker.recorder.stats
                 line += (f"; recording {worker.recorder.config.mode}: {r.stored} segments stored "
                          f"({r.bytes_stored / 1e6:.1f} MB), {r.dropped} not kept, {r.failed} failed")
+            if worker.lease is not None:
+                held = worker.lease.lease
+                line += ("; lease lost" if worker.lease_lost else f"; lease token {held.token}" if held is not None
+                         else "; standby (waiting for the lease)")
             lines.append(line)
         return lines

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -10,12 +12,16 @@ from trustcam.events.model import Event, EventEnded
 from trustcam.storage.faces import ERASED, UNKNOWN
 from trustcam.storage.schema import EventRow, FaceIdentityRow
 
+if TYPE_CHECKING:
+    from trustcam.storage.leases import Fences
+
 NOT_IDENTITIES = {None, UNKNOWN, ERASED}
 
 
 class EventStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, fences: Fences | None = None) -> None:
         self.engine = engine
+        self.fences = fences  # camera leases (several machines): a stale worker's event is refused (LeaseLost)
 
     def attach(self, bus: Bus) -> None:
         bus.subscribe(EventEnded, lambda message: self.save(message.event))
@@ -30,6 +36,8 @@ class EventStore:
             face_distance=event.face_distance, face_margin=event.face_margin,
         )
         with Session(self.engine) as session, session.begin():
+            if self.fences is not None:  # first: the lease row's lock is held until this commits
+                self.fences.check(session, event.camera)
             if row.sub_label not in NOT_IDENTITIES and session.scalar(
                     select(FaceIdentityRow.id).where(FaceIdentityRow.name == row.sub_label)) is None:
                 row.sub_label, row.face_distance, row.face_margin = ERASED, None, None  # erased during the event

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, LargeBinary, String, text
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -126,3 +126,15 @@ class FaceTemplateRow(Base):
     source_sha256: Mapped[str] = mapped_column(String(64))  # of the enrolment image (the image is not kept)
     quality: Mapped[float] = mapped_column(Float)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class CameraLeaseRow(Base):
+    """Who may write a camera's events and footage, with the fencing token that proves it (``storage/leases.py``).
+    Never deleted, so the token only grows; a free camera has ``holder`` NULL (migration 0013)."""
+
+    __tablename__ = "camera_leases"
+
+    camera: Mapped[str] = mapped_column(String(63), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    token: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[float] = mapped_column(Float, default=0.0)  # epoch seconds

@@ -72,6 +72,7 @@ from trustcam.storage.keys import blob_header as _blob_header
 from trustcam.storage.keys import parse_blob_ref as _parse_ref
 from trustcam.storage.keys import read_blob_header as _read_blob_header
 from trustcam.storage.keys import read_full as _read_full
+from trustcam.storage.leases import Fences
 from trustcam.storage.schema import CheckpointRow, DeletionRow, EventRow, SegmentRow
 from trustcam.storage.witness import CheckpointWitness, WitnessEntry
 
@@ -452,9 +453,11 @@ class Vault:
 
     def __init__(self, config: VaultConfig, engine: Engine, kek: KeyEncryptionKey | None = None,
                  signer: Ed25519PrivateKey | None = None, *, on_alert: Callable[[str], None] | None = None,
-                 hold_margin_s: float = 5.0, witness: CheckpointWitness | None = None) -> None:
+                 hold_margin_s: float = 5.0, witness: CheckpointWitness | None = None,
+                 fences: Fences | None = None) -> None:
         self.config = config
         self.engine = engine
+        self.fences = fences  # camera leases (several machines): a stale worker's segments/checkpoints are refused
         self.root = _expand(config.root)
         self.mirror = _expand(config.mirror) if config.mirror else None
         self.keyring = Keyring(config, kek)
@@ -601,6 +604,8 @@ class Vault:
                 try:
                     with Session(self.engine, expire_on_commit=False) as session, session.begin():
                         lock_chain(session, f"vault:{row.camera}")  # across processes; the camera lock is in-process
+                        if self.fences is not None:  # LeaseLost: rolled back, store_segment removes the files
+                            self.fences.check(session, row.camera)
                         head = session.execute(
                             select(SegmentRow.seq, SegmentRow.chain_hash).where(SegmentRow.camera == row.camera)
                             .order_by(SegmentRow.seq.desc()).limit(1)).first()
@@ -669,6 +674,8 @@ class Vault:
     def _sign_head(self, camera: str, records: Sequence[dict[str, Any]]) -> CheckpointRow | None:
         with self._camera_lock(camera), Session(self.engine, expire_on_commit=False) as session, session.begin():
             lock_chain(session, f"vault:{camera}")
+            if self.fences is not None:
+                self.fences.check(session, camera)
             head = session.execute(select(SegmentRow.seq, SegmentRow.chain_hash).where(SegmentRow.camera == camera)
                                    .order_by(SegmentRow.seq.desc()).limit(1)).first()
             if head is None:
