@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 import yaml
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
-from web_helpers import PASSWORD, InProcessServer, bootstrap, session, token_for
+from web_helpers import PASSWORD, InProcessServer, audit_entries, bootstrap, cli, first_mjpeg_jpeg, session, token_for
 
 from support import free_port
 from trustcam.bus import Bus
@@ -37,7 +36,6 @@ from trustcam.storage.keys import ENV_KEK
 from trustcam.storage.schema import EventRow, SegmentRow
 from trustcam.storage.vault import Vault
 from trustcam.web.context import AppContext
-from trustcam.web.routers.cameras import BOUNDARY
 
 T0 = 1_700_000_000.0
 SEG_S = 4.8
@@ -157,26 +155,15 @@ def _get(site: Site, who: str, path: str) -> httpx.Response:
 
 
 def _first_mjpeg_jpeg(site: Site, who: str) -> bytes:
-    """The first JPEG part of the live MJPEG stream."""
-    with site.server.client(site.tokens[who]) as client, client.stream(
-            "GET", "/api/cameras/back/live.mjpeg") as stream:
-        assert stream.status_code == 200
-        buffer = b""
-        for chunk in stream.iter_bytes():
-            buffer += chunk
-            head, sep, rest = buffer.partition(b"\r\n\r\n")
-            if not sep or BOUNDARY.encode() not in head:
-                continue
-            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length")))
-            if len(rest) >= length:
-                return rest[:length]
-    pytest.fail("the live stream ended before a whole frame")
+    with site.server.client(site.tokens[who]) as client:
+        return first_mjpeg_jpeg(client, "back")
 
 
 def _audit(site: Site, action: str) -> list[dict]:
     with site.server.client(site.tokens["admin"]) as admin:
-        return admin.get("/api/audit", params={"action": action, "limit": 500}).json()["entries"]
+        return audit_entries(admin, action)
+
+
 
 
 def test_live_mjpeg_is_masked_without_the_permission(site: Site) -> None:
@@ -267,30 +254,26 @@ def test_granting_and_revoking_is_admin_only_and_audited(site: Site) -> None:
     assert revokes == [("unmasked.revoke", "flip", "admin")]
 
 
-def _cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "trustcam.cli", *args, "--config", str(config)], input=stdin,
-                          capture_output=True, text=True, timeout=120)
-
 
 def test_cli_grants_and_revokes_with_an_audit_entry(tmp_path: Path) -> None:
     config = tmp_path / "trustcam.yaml"
     config.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data")}))
-    made = _cli(config, "users", "create", "carol", "--role", "viewer", "--unmasked", "--password-stdin",
+    made = cli(config, "users", "create", "carol", "--role", "viewer", "--unmasked", "--password-stdin",
                 stdin=PASSWORD + "\n")
     assert made.returncode == 0, made.stderr
-    assert _cli(config, "users", "create", "dave", "--role", "viewer", "--password-stdin",
+    assert cli(config, "users", "create", "dave", "--role", "viewer", "--password-stdin",
                 stdin=PASSWORD + "\n").returncode == 0
-    listing = _cli(config, "users", "list").stdout
+    listing = cli(config, "users", "list").stdout
     assert "carol\tviewer\tcameras=all\tunmasked" in listing and "dave\tviewer\tcameras=all\n" in listing + "\n"
-    revoked = _cli(config, "users", "grant-unmasked", "carol", "--revoke")
+    revoked = cli(config, "users", "grant-unmasked", "carol", "--revoke")
     assert revoked.returncode == 0 and "no longer sees behind privacy masks" in revoked.stderr, revoked.stderr
-    granted = _cli(config, "users", "grant-unmasked", "dave")
+    granted = cli(config, "users", "grant-unmasked", "dave")
     assert granted.returncode == 0 and "now sees behind privacy masks" in granted.stderr, granted.stderr
-    missing = _cli(config, "users", "grant-unmasked", "nobody")
+    missing = cli(config, "users", "grant-unmasked", "nobody")
     assert missing.returncode == 1 and "no user named 'nobody'" in missing.stderr
-    listing = _cli(config, "users", "list").stdout
+    listing = cli(config, "users", "list").stdout
     assert "carol\tviewer\tcameras=all\n" in listing + "\n" and "dave\tviewer\tcameras=all\tunmasked" in listing
-    shown = [yaml.safe_load(line) for line in _cli(config, "audit", "show", "--json").stdout.splitlines()]
+    shown = [yaml.safe_load(line) for line in cli(config, "audit", "show", "--json").stdout.splitlines()]
     assert [(e["action"], e["target"]) for e in shown] == [
         ("user.create", "carol"), ("user.create", "dave"), ("unmasked.revoke", "carol"), ("unmasked.grant", "dave")]
     assert shown[0]["details"]["unmasked"] is True and shown[2]["user"].startswith("cli:")

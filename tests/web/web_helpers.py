@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ssl
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -183,3 +185,33 @@ def video_plays(video: object, timeout_s: float = 30.0) -> tuple[float, int]:
             return float(now[0]), int(now[1])
         assert time.monotonic() < deadline, f"the video did not play in {timeout_s:.0f} s: {now}"
         time.sleep(0.5)
+
+
+def first_mjpeg_jpeg(client: httpx.Client, camera: str) -> bytes:
+    """The first whole JPEG part of ``camera``'s live MJPEG stream, as ``client`` is shown it."""
+    from trustcam.web.routers.cameras import BOUNDARY
+
+    with client.stream("GET", f"/api/cameras/{camera}/live.mjpeg") as stream:
+        assert stream.status_code == 200
+        buffer = b""
+        for chunk in stream.iter_bytes():
+            buffer += chunk
+            head, sep, rest = buffer.partition(b"\r\n\r\n")
+            if not sep or BOUNDARY.encode() not in head:
+                continue
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            if len(rest) >= length:
+                return rest[:length]
+    raise AssertionError("the live stream ended before a whole frame")
+
+
+def audit_entries(admin: httpx.Client, action: str) -> list[dict]:
+    """The audit log's entries of one action (up to 500), as an admin or auditor reads them."""
+    return admin.get("/api/audit", params={"action": action, "limit": 500}).json()["entries"]
+
+
+def cli(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`trustcam ARGS --config CONFIG` in a subprocess, as an operator types it."""
+    return subprocess.run([sys.executable, "-m", "trustcam.cli", *args, "--config", str(config)], input=stdin,
+                          capture_output=True, text=True, timeout=120)
