@@ -47,9 +47,19 @@ class PipelineStats:
     events: int = 0
     blind_frames: int = 0
     second_opinion_checks: int = 0  # frames the second model looked at
+    second_opinion_zone_checks: int = 0  # of which with motion in a high_security zone
     second_opinion_calls: int = 0
     second_opinion_seconds: float = 0.0
+    secondary_only_detections: int = 0  # detections the second model made that no primary detection matched
+    disagreements: int = 0  # times a track became seen by the second model alone (each stretch counts once)
     evasion_alerts: int = 0
+    first_time: float | None = None  # frame times of the first and the last analysed frame: the span figures
+    last_time: float | None = None  # per hour are over
+
+    @property
+    def span_s(self) -> float:
+        return self.last_time - self.first_time if self.first_time is not None and self.last_time is not None \
+            else 0.0
 
     @property
     def detect_fraction(self) -> float:
@@ -103,8 +113,9 @@ class CameraPipeline:
             if secondary is None:
                 raise ValueError("detector.second_opinion is enabled but no second detector was given; build it "
                                  "with trustcam.service.build_second_opinion(settings)")
-            self.second_opinion = SecondOpinion(settings.detector.second_opinion, secondary, name,
-                                                settings.detector.tiling)
+            self.second_opinion = SecondOpinion(
+                settings.detector.second_opinion, secondary, name, settings.detector.tiling,
+                high_security=[zone.coordinates for zone in camera.zones.values() if zone.high_security])
         self._sources: dict[int, str] = {}  # track → which model saw it last ("primary", "secondary", "both")
         self._disagree: dict[int, int] = {}  # track → consecutive analysed frames only the second model saw it
         self._evasion_alerted: set[int] = set()
@@ -129,6 +140,9 @@ class CameraPipeline:
         rules = self._setup(frame)
         now = frame.time
         self.stats.frames += 1
+        if self.stats.first_time is None:
+            self.stats.first_time = now
+        self.stats.last_time = now
         motion = self.motion.detect(frame)
         if motion.recalibrated in ("global_change", "brightness_jump"):
             self.stats.scene_changes += 1
@@ -224,10 +238,12 @@ class CameraPipeline:
         if opinion is None:
             return None
         watched = [k.obj.box for tid, k in self._known.items() if self._sources.get(tid) == "secondary"]
-        calls, seconds = opinion.calls, opinion.seconds
+        calls, seconds, zone_checks = opinion.calls, opinion.seconds, opinion.zone_checks
         review = opinion.review(frame, motion_boxes, primary, watched,
                                 lambda raw: self._filter(raw, frame.width * frame.height))
         self.stats.second_opinion_checks += review.ran
+        self.stats.second_opinion_zone_checks += opinion.zone_checks - zone_checks
+        self.stats.secondary_only_detections += len(review.secondary_only)
         self.stats.second_opinion_calls += opinion.calls - calls
         self.stats.second_opinion_seconds += opinion.seconds - seconds
         return review if review.ran else None
@@ -253,6 +269,7 @@ class CameraPipeline:
                 self._disagree.pop(obj.track_id, None)
             else:
                 obj.seen_by = "secondary"
+                self.stats.disagreements += self._sources.get(obj.track_id) != "secondary"
                 self._disagree[obj.track_id] = self._disagree.get(obj.track_id, 0) + 1
             self._sources[obj.track_id] = obj.seen_by
 

@@ -188,6 +188,11 @@ class ObjectsConfig(StrictModel):
 class ZoneConfig(StrictModel):
     coordinates: Polygon = Field(description="Polygon [[x, y], ...] as fractions of the frame (0..1).")
     objects: list[str] | None = Field(None, description="Labels that count in this zone (default: all tracked).")
+    high_security: bool = Field(
+        False, description="The second model (`detector.second_opinion`, which must be enabled) checks every region "
+        "with motion in this zone on every analysed frame, not only a sample: an evasion attack on the primary model "
+        "is caught sooner here, at one more model call on each frame with motion in the zone.",
+    )
 
     @field_validator("coordinates", mode="before")
     @classmethod
@@ -405,8 +410,9 @@ class SecondOpinionConfig(StrictModel):
     """A second, architecturally different model that looks where the primary may have been fooled (evasion)."""
 
     enabled: bool = Field(
-        False, description="Run the second model on a sample of frames and where motion persists with no primary "
-        "detection; objects only it sees become events (`seen_by: secondary`) and raise `evasion_suspected`."
+        False, description="Run the second model on a sample of frames, where motion persists with no primary "
+        "detection and on motion in `high_security` zones; objects only it sees become events (`seen_by: "
+        "secondary`) and raise `evasion_suspected`."
     )
     model: str = Field("nanodet-m-320", description="Catalog name of the second model (unlike the primary).")
     sample_share: float = Field(
@@ -715,6 +721,19 @@ class Settings(StrictModel):
                     raise ValueError(f"camera_groups.{group}.cameras lists camera '{camera}', which does not exist; "
                                      f"{hint}known cameras: {', '.join(known) or 'none defined'} (fix the name or "
                                      "add the camera under cameras)")
+        return self
+
+    @model_validator(mode="after")
+    def _high_security_needs_second_opinion(self) -> Settings:
+        """A high_security zone is a protection the user asked for: refuse a config in which it would never run."""
+        if self.detector.second_opinion.enabled:
+            return self
+        for camera, config in self.cameras.items():
+            for zone, zone_config in config.zones.items():
+                if zone_config.high_security:
+                    raise ValueError(f"cameras.{camera}.zones.{zone}.high_security needs the second model, but "
+                                     "detector.second_opinion.enabled is false, so nothing would check the zone; set "
+                                     "detector.second_opinion.enabled: true (or remove high_security)")
         return self
 
     @property

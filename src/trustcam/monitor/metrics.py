@@ -7,8 +7,9 @@ drift from the truth. A private :class:`CollectorRegistry` keeps two services in
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -34,14 +35,66 @@ class MeasuredService(Protocol):
     settings: Settings
 
 
+class IngestWatch:
+    """A packet tap on one camera: frames received, and how far the newest is behind the live edge.
+
+    The lag is the growth of (wall clock - stream timestamp) over its smallest value on this connection: 0 while the
+    reader keeps up with the camera, rising by a second per second of video it falls behind (the CPU cannot decode
+    all cameras). Frames a camera did not send are not counted as lag. The reader decodes each packet right after
+    demuxing it, so packets stand for decoded frames; one Python call per packet."""
+
+    JUMP_S = 30.0  # a timestamp step this large (camera clock reset, stream restart) starts a new baseline
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.lag_s = 0.0
+        self._best: float | None = None
+        self._last_gap: float | None = None
+
+    def on_packet(self, packet: Any, _stream: object) -> None:
+        self.packets += 1
+        stamp = packet.dts if packet.dts is not None else packet.pts  # dts: arrival order (B-frames reorder pts)
+        if stamp is None or packet.time_base is None:
+            return
+        gap = time.time() - float(stamp * packet.time_base)
+        if self._best is None or (self._last_gap is not None and abs(gap - self._last_gap) > self.JUMP_S):
+            self._best = gap
+        self._best = min(self._best, gap)
+        self._last_gap = gap
+        self.lag_s = gap - self._best
+
+    def on_connection(self, _stream: object) -> None:
+        self._best = self._last_gap = None
+        self.lag_s = 0.0
+
+
 class _ServiceCollector(Collector):
     """Reads stream stats and the outbox at scrape time."""
 
     def __init__(self, service: MeasuredService) -> None:
         self.service = service
+        self.ingest: dict[str, IngestWatch] = {}  # per camera, tapped at the first scrape (workers come later)
+
+    def _watch(self, worker: Any) -> IngestWatch | None:
+        watch = self.ingest.get(worker.camera_name)
+        taps = getattr(worker, "taps", None)
+        if watch is None and taps is not None:
+            watch = self.ingest[worker.camera_name] = IngestWatch()
+            taps.add(watch.on_packet, watch.on_connection)
+        return watch
 
     def collect(self) -> Iterator[Metric]:
-        frames = CounterMetricFamily("trustcam_frames", "Frames decoded per camera.", labels=["camera"])
+        frames = CounterMetricFamily("trustcam_frames", "Frames handed to analysis per camera (at detect.fps).",
+                                     labels=["camera"])
+        analysed = CounterMetricFamily("trustcam_frames_analysed", "Frames analysed per camera; trustcam_frames "
+                                       "minus this (less up to 3 in flight) were dropped because analysis fell "
+                                       "behind. Restarts at 0 when a failed pipeline is replaced.", labels=["camera"])
+        received = CounterMetricFamily("trustcam_frames_received", "Video frames received and decoded per camera "
+                                       "(all of them, not only those analysed), counted from the first scrape.",
+                                       labels=["camera"])
+        lag = GaugeMetricFamily("trustcam_ingest_lag_seconds", "How far the newest received frame is behind the "
+                                "camera's live edge (0 while decoding keeps up; grows when the CPU cannot keep up).",
+                                labels=["camera"])
         fps = GaugeMetricFamily("trustcam_fps", "Current decoded frames per second per camera.", labels=["camera"])
         up = GaugeMetricFamily("trustcam_camera_connected", "1 while the camera's stream is connected.",
                                labels=["camera"])
@@ -53,7 +106,15 @@ class _ServiceCollector(Collector):
             fps.add_metric([worker.camera_name], s.fps)
             up.add_metric([worker.camera_name], 1.0 if s.connected else 0.0)
             reconnects.add_metric([worker.camera_name], s.reconnects)
-        yield from (frames, fps, up, reconnects)
+            pipeline = getattr(worker, "pipeline", None)
+            if pipeline is not None:
+                analysed.add_metric([worker.camera_name], pipeline.stats.frames)
+            watch = self._watch(worker)
+            if watch is not None:
+                received.add_metric([worker.camera_name], watch.packets)
+                lag.add_metric([worker.camera_name], watch.lag_s)
+        yield from (frames, fps, up, reconnects, analysed, received, lag)
+        yield from self._second_opinion()
         dispatcher = getattr(self.service, "alerts", None)
         if dispatcher is None:
             return
@@ -66,6 +127,37 @@ class _ServiceCollector(Collector):
             pending.add_metric([sink.name], counts.get((sink.name, "pending"), 0))
             dead.add_metric([sink.name], counts.get((sink.name, "dead"), 0))
         yield from (pending, dead)
+
+
+    def _second_opinion(self) -> Iterator[Metric]:
+        """Per camera, from its pipeline's own counters: how much of its footage the second model checked (checked
+        / trustcam_frames_analysed is the share) and what it found that the primary did not (docs/pipeline.md)."""
+        camera = ["camera"]
+        enabled = GaugeMetricFamily("trustcam_second_opinion_enabled", "1 when a second model checks the camera's "
+                                    "frames (detector.second_opinion.enabled).", labels=camera)
+        checked = CounterMetricFamily("trustcam_second_opinion_frames_checked", "Analysed frames the second model "
+                                      "looked at (sample, persisting motion, high_security zones, its own objects).",
+                                      labels=camera)
+        seconds = CounterMetricFamily("trustcam_second_opinion_seconds", "Time spent in the second model.",
+                                      labels=camera)
+        only = CounterMetricFamily("trustcam_second_opinion_secondary_only_detections", "Detections of the second "
+                                   "model that no primary detection matched.", labels=camera)
+        disagreements = CounterMetricFamily("trustcam_second_opinion_disagreements", "Times an object became "
+                                            "tracked by the second model alone.", labels=camera)
+        evasion = CounterMetricFamily("trustcam_evasion_suspected", "evasion_suspected alerts raised: an object "
+                                      "only the second model saw, for disagreement_frames in a row.", labels=camera)
+        for worker in getattr(self.service, "workers", []):
+            pipeline = getattr(worker, "pipeline", None)
+            if pipeline is None:
+                continue
+            name, s = [worker.camera_name], pipeline.stats
+            enabled.add_metric(name, 0.0 if pipeline.second_opinion is None else 1.0)
+            checked.add_metric(name, s.second_opinion_checks)
+            seconds.add_metric(name, s.second_opinion_seconds)
+            only.add_metric(name, s.secondary_only_detections)
+            disagreements.add_metric(name, s.disagreements)
+            evasion.add_metric(name, s.evasion_alerts)
+        yield from (enabled, checked, seconds, only, disagreements, evasion)
 
 
 class Metrics:

@@ -4,8 +4,9 @@ An adversarial patch or perturbation made against one model (PGD at eps=8 takes 
 rarely fools a different architecture as well (nanodet-m-320 keeps 0.54). Running both everywhere doubles the
 cost, so the second model only looks at (a) a seeded sample of analysed frames, whole at its own input size (tiles
 only with ``sample_tiles``), (b) motion that persists with no primary detection (something moves that the primary
-cannot name) and (c) the objects only it has seen, so they stay tracked. What only it sees is handed to the tracker
-and, when it lasts, reported as suspected evasion.
+cannot name), (c) the objects only it has seen, so they stay tracked, and (d) on every analysed frame, motion in
+zones marked ``high_security`` (the door, the safe), where waiting for a sample or for motion to persist is too
+late. What only it sees is handed to the tracker and, when it lasts, reported as suspected evasion.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trustcam.config.schema import SecondOpinionConfig
+from trustcam.config.schema import Polygon, SecondOpinionConfig
 from trustcam.ingest.frame import Frame
 from trustcam.vision.detections import Detections, iou_matrix
 from trustcam.vision.detectors.base import Detector
 from trustcam.vision.frame_detector import FrameDetector
+from trustcam.vision.motion import polygon_mask
 from trustcam.vision.regions import Box, regions_for
 
 AGREE_IOU = 0.3  # a secondary box overlapping a primary box of the same label this much is the same object
@@ -50,14 +52,19 @@ class _Trace:
 class SecondOpinion:
     """Decides where the second model looks on each frame and splits its detections from the primary's."""
 
-    def __init__(self, config: SecondOpinionConfig, detector: Detector, camera: str, tiling: str = "auto") -> None:
+    def __init__(self, config: SecondOpinionConfig, detector: Detector, camera: str, tiling: str = "auto",
+                 high_security: list[Polygon] | None = None) -> None:
         self.config = config
+        self.high_security = list(high_security or [])  # polygons (fractions of the frame) checked on every frame
+        self._inside: np.ndarray | None = None  # bool mask of the high_security zones at the frame's size
         self.detector = FrameDetector(detector, tiling)
         self._rng = random.Random(zlib.crc32(camera.encode()))  # seeded per camera: reproducible runs and tests
         self._traces: list[_Trace] = []
         self.calls = 0
         self.seconds = 0.0
         self.checks = 0
+        self.zone_checks = 0  # frames on which motion in a high_security zone was checked
+        self._found: list[tuple[float, float, float, float]] = []  # its own finds of the last check, looked at again
 
     def review(self, frame: Frame, motion_boxes: list[tuple[int, int, int, int]], primary: Detections,
                watched: list[tuple[float, float, float, float]],
@@ -67,8 +74,10 @@ class SecondOpinion:
         due = self._persisting(motion_boxes, primary)
         persisted = [t.box for t in due]
         sampled = self.config.sample_share > 0 and self._rng.random() < self.config.sample_share
+        guarded = self._in_high_security(frame, motion_boxes)
+        found, self._found = self._found, []
         nothing = Review(Detections.empty(), np.zeros(len(primary), bool))
-        if not sampled and not persisted and not watched:
+        if not sampled and not persisted and not watched and not guarded and not found:
             return nothing
         start = clock.perf_counter()
         before = self.detector.detector.calls
@@ -76,15 +85,31 @@ class SecondOpinion:
             raw = self.detector.detect_full(frame) if self.config.sample_tiles else self.detector.detector.detect(
                 frame.bgr)
         else:
-            targets = persisted + list(watched)
+            targets = persisted + list(watched) + guarded + found
             regions = regions_for(targets, frame.width, frame.height, self.detector.detector.input_size)
             raw = self.detector.detect_regions(frame, regions) if regions else Detections.empty()
         self.calls += self.detector.detector.calls - before
         self.seconds += clock.perf_counter() - start
         self.checks += 1
+        self.zone_checks += bool(guarded)
         secondary = keep(raw)  # type: ignore[operator]
         self._back_off(due, secondary)
-        return split(secondary, primary, ran=True)
+        review = split(secondary, primary, ran=True)
+        # the tracker confirms an object seen on consecutive frames: without a second look on the next frame, a find
+        # of a persisting-motion check (every persist_frames) never became a track (18 s late on the person clip)
+        self._found = [tuple(map(float, b)) for b in review.secondary_only.boxes]  # type: ignore[misc]
+        return review
+
+    def _in_high_security(self, frame: Frame,
+                          motion_boxes: list[tuple[int, int, int, int]]) -> list[tuple[float, float, float, float]]:
+        """The motion boxes touching a ``high_security`` zone (none, at no cost, when the camera has no such zone)."""
+        if not self.high_security or not motion_boxes:
+            return []
+        if self._inside is None or self._inside.shape != (frame.height, frame.width):
+            self._inside = polygon_mask(self.high_security, frame.width, frame.height) == 0
+        inside = self._inside
+        return [tuple(float(v) for v in m) for m in motion_boxes  # type: ignore[misc]
+                if inside[max(0, m[1]):max(0, m[3]), max(0, m[0]):max(0, m[2])].any()]
 
     def _persisting(self, motion_boxes: list[tuple[int, int, int, int]], primary: Detections) -> list[_Trace]:
         """Motion that has stayed (overlapping frame to frame) for its trace's wait (``persist_frames`` at first)

@@ -49,6 +49,7 @@ def list_cameras(ctx: Ctx, principal: Viewer) -> list[dict[str, Any]]:
         entry = ctx.status.camera(name) if ctx.status is not None else {"name": name}
         entry["zones"] = {zone: [list(p) for p in cfg.coordinates] for zone, cfg in cam.zones.items()}
         entry["live"] = _hub(ctx).seq(name) > 0
+        entry["second_opinion"] = _second_opinion(ctx, name).model_dump()
         out.append(entry)
     return out
 
@@ -110,6 +111,27 @@ async def live(request: Request, name: CameraName, ctx: Ctx,
                              headers={"Cache-Control": "no-store"})
 
 
+class SecondOpinionStatus(ApiModel):
+    enabled: bool = Field(description="A second, different model checks this camera's frames against evasion "
+                          "attacks on the primary (detector.second_opinion.enabled).")
+    checked_share: float | None = Field(description="Share of analysed frames the second model looked at since the "
+                                        "camera's analysis started (0..1); null while it is not running or off.")
+    disagreements_per_hour: float | None = Field(description="Objects tracked by the second model alone, per hour "
+                                                 "of analysed footage; null while not running or off.")
+
+
+def _second_opinion(ctx: AppContext, name: str) -> SecondOpinionStatus:
+    """The running pipeline's own counters (the same as the trustcam_second_opinion_* metrics)."""
+    enabled = ctx.settings.detector.second_opinion.enabled
+    worker = next((w for w in (ctx.service.workers if ctx.service else []) if w.camera_name == name), None)
+    stats = worker.pipeline.stats if worker is not None and enabled else None
+    if stats is None or not stats.frames:
+        return SecondOpinionStatus(enabled=enabled, checked_share=None, disagreements_per_hour=None)
+    hours = stats.span_s / 3600
+    return SecondOpinionStatus(enabled=enabled, checked_share=round(stats.second_opinion_checks / stats.frames, 4),
+                               disagreements_per_hour=round(stats.disagreements / hours, 2) if hours else None)
+
+
 class GridCamera(ApiModel):
     name: str
     state: str = Field(description="Stream health: connected, connecting, stopped, disconnected or not running.")
@@ -121,6 +143,7 @@ class GridCamera(ApiModel):
     alerts: list[dict[str, Any]] = Field(description="Conditions active now: [{kind, detail, message, since}].")
     recording: bool = Field(description="record.enabled: the stream is recorded into the evidence vault.")
     live: bool = Field(description="A live frame is available (snapshot.jpg and live.mjpeg answer).")
+    second_opinion: SecondOpinionStatus = Field(description="The run-time second opinion against evasion attacks.")
 
 
 class GridGroup(ApiModel):
@@ -137,7 +160,7 @@ class GridOut(ApiModel):
 def _grid_camera(ctx: AppContext, name: str) -> GridCamera:
     assert ctx.status is not None  # AppContext always makes one
     return GridCamera(**ctx.status.camera(name), recording=ctx.settings.cameras[name].record.enabled,
-                      live=_hub(ctx).seq(name) > 0)
+                      live=_hub(ctx).seq(name) > 0, second_opinion=_second_opinion(ctx, name))
 
 
 def _grid_groups(ctx: AppContext, visible: list[str]) -> list[GridGroup]:

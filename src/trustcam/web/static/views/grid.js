@@ -12,10 +12,28 @@ const RETRY_STREAM_MS = 5000;
 
 const path = (name, what) => `/api/cameras/${encodeURIComponent(name)}/${what}`;
 
+/** "2nd opinion 12%": the share of analysed frames a second, different model checked against evasion attacks. */
+function secondOpinionBadge(opinion) {
+  if (!opinion || !opinion.enabled) {
+    return h("span", { title: "No second model checks this camera: an attack that fools the primary model "
+      + "(detector.second_opinion in the config) hides people from it" }, badge("2nd opinion off", "muted"));
+  }
+  if (opinion.checked_share === null) {
+    return h("span", { title: "A second model will check this camera's frames once its analysis runs" },
+      badge("2nd opinion on", "muted"));
+  }
+  const share = Math.round(opinion.checked_share * 100);
+  const perHour = opinion.disagreements_per_hour === null ? "–" : opinion.disagreements_per_hour;
+  return h("span", { title: `A second model checked ${share}% of the analysed frames; objects only it saw: `
+    + `${perHour} per hour (each is an event, and an evasion_suspected alert when it lasts)` },
+  badge(`2nd opinion ${share}%`, opinion.disagreements_per_hour ? "warn" : "ok"));
+}
+
 function tileBadges(cam) {
   return [cameraBadges(cam, { fps: false }),
     cam.canary ? null : h("span", { title: "The canary self-test has not run yet" }, badge("canary pending", "muted")),
-    badge(cam.recording ? "recording" : "not recorded", cam.recording ? "ok" : "muted")];
+    badge(cam.recording ? "recording" : "not recorded", cam.recording ? "ok" : "muted"),
+    secondOpinionBadge(cam.second_opinion)];
 }
 
 /** One tile: a link to the camera's live view holding its picture, name and badges. */
