@@ -109,12 +109,13 @@ class CameraPipeline:
         self._unconfirmed: list[tuple[float, float, float, float]] = []
         self._quiet: list[tuple[tuple[float, float, float, float], float]] = []
         self.second_opinion: SecondOpinion | None = None
-        if settings.detector.second_opinion.enabled:
+        self.opinion_config = settings.second_opinion_for(camera)
+        if self.opinion_config.enabled:
             if secondary is None:
-                raise ValueError("detector.second_opinion is enabled but no second detector was given; build it "
+                raise ValueError("the second opinion is enabled but no second detector was given; build it "
                                  "with trustcam.service.build_second_opinion(settings)")
             self.second_opinion = SecondOpinion(
-                settings.detector.second_opinion, secondary, name, settings.detector.tiling,
+                self.opinion_config, secondary, name, settings.detector.tiling,
                 high_security=[zone.coordinates for zone in camera.zones.values() if zone.high_security])
         self._sources: dict[int, str] = {}  # track → which model saw it last ("primary", "secondary", "both")
         self._disagree: dict[int, int] = {}  # track → consecutive analysed frames only the second model saw it
@@ -277,7 +278,7 @@ class CameraPipeline:
         """Raise ``evasion_suspected`` once per track that only the second model has seen for
         ``disagreement_frames`` analysed frames in a row, with both models' scores for its region as evidence."""
         assert self.second_opinion is not None
-        needed = self.settings.detector.second_opinion.disagreement_frames
+        needed = self.opinion_config.disagreement_frames
         for obj in objects:
             if self._disagree.get(obj.track_id, 0) < needed or obj.track_id in self._evasion_alerted:
                 continue

@@ -62,9 +62,10 @@ def build_detector(settings: Settings) -> Detector:
 
 
 def build_second_opinion(settings: Settings) -> Detector | None:
-    """The second model of ``detector.second_opinion`` (in-process; it runs on a share of frames), None when off."""
+    """The second model of ``detector.second_opinion`` (in-process; it runs on a share of frames), None when no
+    camera uses it (it is on globally or per camera: ``cameras.<name>.second_opinion.enabled``)."""
     cfg = settings.detector
-    if not cfg.second_opinion.enabled:
+    if not cfg.second_opinion.enabled and not settings.second_opinion_anywhere:
         return None
     return load_detector(cfg.second_opinion.model, threads=cfg.threads, score_threshold=cfg.score_threshold)
 

@@ -241,3 +241,38 @@ def test_the_second_opinion_must_be_another_model() -> None:
     with pytest.raises(ValidationError, match="is the primary model"):
         Settings(detector={"model": "nanodet-m-320", "second_opinion": {"enabled": True}})
     assert Settings(detector={"model": "nanodet-m-320"}).detector.second_opinion.enabled is False
+
+
+def test_a_camera_turns_the_second_opinion_on_or_off_for_itself(yolox, nanodet) -> None:
+    """`cameras.<name>.second_opinion` changes the global section for one camera: on at the entrance only (the model
+    is loaded once), or off where the CPU budget does not allow it; a high_security zone needs it on that camera."""
+    from pydantic import ValidationError
+
+    from trustcam.service import build_second_opinion
+
+    zone = {"door": {"coordinates": ENTRANCE, "high_security": True}}
+    entrance_only = Settings(cameras={
+        "entrance": {"source": "x", "zones": zone, "second_opinion": {"enabled": True, "sample_share": 0.2}},
+        "yard": {"source": "y"}})
+    assert entrance_only.second_opinion_for(entrance_only.cameras["entrance"]).sample_share == 0.2
+    assert not entrance_only.second_opinion_for(entrance_only.cameras["yard"]).enabled
+    loaded = build_second_opinion(entrance_only)
+    assert loaded is not None and loaded.name == "nanodet-m-320"
+    entrance = CameraPipeline("entrance", entrance_only.cameras["entrance"], entrance_only, yolox, Bus(), None,
+                              secondary=nanodet)
+    yard = CameraPipeline("yard", entrance_only.cameras["yard"], entrance_only, yolox, Bus(), None)
+    assert entrance.second_opinion is not None and entrance.second_opinion.config.sample_share == 0.2
+    assert yard.second_opinion is None
+
+    everywhere_but_yard = Settings(detector={"second_opinion": {"enabled": True}},
+                                   cameras={"yard": {"source": "y", "second_opinion": {"enabled": False}}})
+    assert CameraPipeline("yard", everywhere_but_yard.cameras["yard"], everywhere_but_yard, yolox, Bus(),
+                          None).second_opinion is None  # no second detector needed there
+    assert build_second_opinion(Settings()) is None
+
+    with pytest.raises(ValidationError, match=r"cameras\.yard\.zones\.door\.high_security needs the second model"):
+        Settings(detector={"second_opinion": {"enabled": True}},
+                 cameras={"yard": {"source": "y", "zones": zone, "second_opinion": {"enabled": False}}})
+    with pytest.raises(ValidationError, match="is the primary model"):
+        Settings(detector={"model": "nanodet-m-320"},
+                 cameras={"entrance": {"source": "x", "second_opinion": {"enabled": True}}})

@@ -161,7 +161,8 @@ class SecondOpinionDefence:
         alerts: list[Alert] = []
         bus.subscribe(EventEnded, lambda m: events.append(m.event))
         bus.subscribe(Alert, alerts.append)
-        pipeline = CameraPipeline(name, a.camera, settings, a.detector, bus, None, secondary=self.detector)
+        pipeline = CameraPipeline(name, a.camera.switched_by_detector(), settings, a.detector, bus, None,
+                                  secondary=self.detector)
         seconds = 0.0
         advance = a.progress(f"clean clip {name}", expected)
         for frame, covered in frames:

@@ -117,6 +117,7 @@ def _run(frames: Sequence[tuple[int, float, np.ndarray]], camera: CameraConfig, 
     rec = _Recorder()
     bus.subscribe(EventStarted, lambda m: rec.started.append((rec.now, m.event)))
     bus.subscribe(Alert, rec.alerts.append)
+    camera = camera.switched_by_detector()
     opinion = secondary if settings.detector.second_opinion.enabled else None
     pipeline = CameraPipeline("attack", camera, settings, primary, bus, None, secondary=opinion)
     for index, time, image in frames:

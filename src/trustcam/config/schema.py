@@ -335,6 +335,18 @@ class FacesConfig(StrictModel):
     )
 
 
+class CameraSecondOpinion(StrictModel):
+    """Per-camera changes to `detector.second_opinion` (the model stays the one loaded for all cameras)."""
+
+    enabled: bool | None = Field(None, description="On or off for this camera (default: `detector.second_opinion`).")
+    sample_share: float | None = Field(None, ge=0, le=1, description="Share of analysed frames checked whole.")
+    sample_tiles: bool | None = Field(None, description="Check sampled frames tile by tile.")
+    persist_frames: int | None = Field(None, ge=1, le=1000, description="Frames of unexplained motion before a check.")
+    disagreement_frames: int | None = Field(
+        None, ge=1, le=1000, description="Frames an object only the second model sees lasts before `evasion_suspected`."
+    )
+
+
 class CameraConfig(StrictModel):
     source: str = Field(
         description="rtsp://…, http(s)://…, a video file path, or /dev/videoN (USB/V4L2)."
@@ -357,12 +369,21 @@ class CameraConfig(StrictModel):
         "only raises the AI-blind alert.",
     )
     faces: FacesConfig = Field(default_factory=FacesConfig, description="Face recognition (off by default).")
+    second_opinion: CameraSecondOpinion = Field(
+        default_factory=CameraSecondOpinion,
+        description="This camera's changes to `detector.second_opinion` (e.g. `{enabled: true}` on the entrance only).",
+    )
     privacy_masks: list[Polygon] = Field(
         default_factory=list,
         description="Polygons [[x, y], ...] (fractions of the frame, 0..1) blacked out in live view, snapshots and "
         "clips for every user without the `unmasked` permission (e.g. a neighbour's window); such users cannot "
         "export evidence of this camera. The vault keeps the original footage and detection still sees it.",
     )
+
+    def switched_by_detector(self) -> CameraConfig:
+        """This camera with its own second-opinion on/off removed, so that `detector.second_opinion.enabled` decides
+        (assess measures with and without the defence whatever the camera says)."""
+        return self.model_copy(update={"second_opinion": self.second_opinion.model_copy(update={"enabled": None})})
 
     @field_validator("privacy_masks", mode="before")
     @classmethod
@@ -726,15 +747,36 @@ class Settings(StrictModel):
     @model_validator(mode="after")
     def _high_security_needs_second_opinion(self) -> Settings:
         """A high_security zone is a protection the user asked for: refuse a config in which it would never run."""
-        if self.detector.second_opinion.enabled:
-            return self
         for camera, config in self.cameras.items():
+            if self.second_opinion_for(config).enabled:
+                continue
             for zone, zone_config in config.zones.items():
                 if zone_config.high_security:
-                    raise ValueError(f"cameras.{camera}.zones.{zone}.high_security needs the second model, but "
-                                     "detector.second_opinion.enabled is false, so nothing would check the zone; set "
-                                     "detector.second_opinion.enabled: true (or remove high_security)")
+                    raise ValueError(f"cameras.{camera}.zones.{zone}.high_security needs the second model, but the "
+                                     "second opinion is off for this camera, so nothing would check the zone; set "
+                                     "detector.second_opinion.enabled: true (or cameras."
+                                     f"{camera}.second_opinion.enabled: true, or remove high_security)")
         return self
+
+    @model_validator(mode="after")
+    def _camera_second_opinion_differs(self) -> Settings:
+        """A camera that turns the second opinion on alone must not get the primary model twice either."""
+        opinion = self.detector.second_opinion
+        if self.second_opinion_anywhere and opinion.model == self.detector.model:
+            raise ValueError(f"detector.second_opinion.model is the primary model ({self.detector.model}), and a "
+                             "camera turns the second opinion on: an attack on one fools both; name another "
+                             "(`trustcam models list`), e.g. nanodet-m-320")
+        return self
+
+    def second_opinion_for(self, camera: CameraConfig) -> SecondOpinionConfig:
+        """``detector.second_opinion`` with ``camera``'s own changes applied."""
+        changes = camera.second_opinion.model_dump(exclude_none=True)
+        return self.detector.second_opinion.model_copy(update=changes) if changes else self.detector.second_opinion
+
+    @property
+    def second_opinion_anywhere(self) -> bool:
+        """Whether any enabled camera runs the second opinion (then its model is loaded once for all)."""
+        return any(self.second_opinion_for(c).enabled for c in self.cameras.values() if c.enabled)
 
     @property
     def resolved_database_url(self) -> str:

@@ -122,7 +122,8 @@ class SecondOpinionStatus(ApiModel):
 
 def _second_opinion(ctx: AppContext, name: str) -> SecondOpinionStatus:
     """The running pipeline's own counters (the same as the trustcam_second_opinion_* metrics)."""
-    enabled = ctx.settings.detector.second_opinion.enabled
+    camera = ctx.settings.cameras.get(name)
+    enabled = camera is not None and ctx.settings.second_opinion_for(camera).enabled
     worker = next((w for w in (ctx.service.workers if ctx.service else []) if w.camera_name == name), None)
     stats = worker.pipeline.stats if worker is not None and enabled else None
     if stats is None or not stats.frames:
