@@ -37,7 +37,7 @@ system-deps:
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,adversarial]'
+	$(BIN)/python -m pip install -q -e '.[dev,adversarial,cluster]'
 	touch $@
 
 # Copies pinned models from TRUSTCAM_MODEL_SOURCES (checking sha256); downloads only if absent there.

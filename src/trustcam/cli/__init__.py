@@ -11,6 +11,7 @@ from trustcam import __version__
 from trustcam.cli import (
     alert_commands,
     assess_command,
+    cluster_commands,
     face_commands,
     model_commands,
     pipeline_commands,
@@ -46,3 +47,4 @@ security_commands.register(app)
 review_commands.register(app)
 alert_commands.register(app)
 face_commands.register(app)
+cluster_commands.register(app)

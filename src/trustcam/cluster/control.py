@@ -1,0 +1,226 @@
+"""Start Ray nodes, place the camera actors and report where everything runs.
+
+The Ray processes are started with ``ray start`` (the head and every worker alike, the way Ray documents a manual
+cluster), so a node is a set of ordinary processes that an operator or systemd can see, stop and restart; the
+``trustcam cluster head`` process is the Ray *driver* that owns the camera actors (they live as long as it does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from trustcam.cluster.actors import CameraActor
+from trustcam.config import ConfigError
+from trustcam.config.schema import Settings
+from trustcam.errors import UserError
+from trustcam.storage.database import open_database
+from trustcam.storage.leases import LEASES
+
+NAMESPACE = "trustcam"
+CAMERA_RESOURCE = "camera"  # a worker offers N of it (``--cameras N``); each camera actor takes 1
+STATE_TIMEOUT_S = 10.0
+
+
+def actor_name(camera: str) -> str:
+    return f"camera-{camera}"
+
+
+def ray_command() -> list[str]:
+    """The ``ray`` program of this interpreter's environment (where ``trustcam[cluster]`` installed it)."""
+    beside = Path(sys.executable).parent / "ray"
+    found = str(beside) if beside.exists() else shutil.which("ray")
+    if found is None:
+        raise UserError("Ray is not installed: pip install 'trustcam[cluster]' (it pins the tested Ray version)")
+    return [found]
+
+
+def check_cluster_settings(settings: Settings) -> list[str]:
+    """The enabled cameras, after refusing what a cluster cannot run correctly yet (with the reason and the fix)."""
+    url = settings.resolved_database_url
+    if not url.startswith("postgresql"):
+        raise ConfigError("trustcam cluster needs a database every node reaches: set database_url: "
+                          "postgresql://user:password@host:5432/trustcam (SQLite is one machine's file)")
+    cameras = [name for name, cam in settings.cameras.items() if cam.enabled]
+    if not cameras:
+        raise ConfigError("no enabled camera; add one under 'cameras:'")
+    recording = [name for name in cameras if settings.cameras[name].record.enabled]
+    if recording:
+        raise ConfigError(f"camera(s) {', '.join(recording)}: record.enabled is not supported under trustcam cluster "
+                          "yet (vault start-up recovery assumes one process per storage root); set record.enabled: "
+                          "false for them or run them with trustcam run")
+    return cameras
+
+
+def head_command(port: int, num_cpus: int, temp_dir: Path | None) -> list[str]:
+    """``ray start --head`` offering no camera resource: cameras run on the workers, the head runs the driver."""
+    command = [*ray_command(), "start", "--head", f"--port={port}", f"--num-cpus={num_cpus}",
+               f"--resources={json.dumps({CAMERA_RESOURCE: 0})}", "--include-dashboard=false",
+               "--disable-usage-stats", "--block"]
+    return command + ([f"--temp-dir={temp_dir}"] if temp_dir is not None else [])
+
+
+def worker_command(address: str, cameras: int, site: str | None, num_cpus: int) -> list[str]:
+    """``ray start --address`` offering ``cameras`` camera slots (and ``site-<S>``, for placing cameras by site)."""
+    resources: dict[str, float] = {CAMERA_RESOURCE: cameras}
+    if site:
+        resources[f"site-{site}"] = 1000
+    return [*ray_command(), "start", f"--address={address}", f"--num-cpus={num_cpus}",
+            f"--resources={json.dumps(resources)}", "--disable-usage-stats", "--block"]
+
+
+def start_process(command: Sequence[str]) -> subprocess.Popen[bytes]:
+    """A Ray node in its own process group, so that stopping it stops its raylet and helpers too."""
+    return subprocess.Popen(list(command), start_new_session=True)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    """SIGTERM the node's process group (``ray start --block`` stops its processes), SIGKILL what is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout_s)
+            if sig == signal.SIGTERM:
+                os.killpg(process.pid, signal.SIGKILL)  # its helpers, if any outlived it
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            return
+
+
+def connect(address: str, timeout_s: float = 120.0) -> None:
+    """Join the cluster at ``address`` as a driver, retrying while the head is still starting."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            ray.init(address=address, namespace=NAMESPACE, logging_level="WARNING", log_to_driver=False)
+            return
+        except (ConnectionError, RuntimeError) as exc:
+            if time.monotonic() > deadline:
+                raise UserError(f"cannot reach the Ray head at {address} ({exc}); start it with trustcam cluster "
+                                "head, check the address and that the port is open between the machines") from None
+            time.sleep(1.0)
+
+
+def camera_nodes() -> int:
+    """How many live nodes offer camera slots now."""
+    import ray
+
+    return sum(1 for n in ray.nodes() if n["Alive"] and n.get("Resources", {}).get(CAMERA_RESOURCE, 0) > 0)
+
+
+def wait_for_workers(count: int, stop: threading.Event) -> bool:
+    """Wait until ``count`` worker nodes have joined (False if stopped first): actors are placed as soon as slots
+    exist, so without this the first worker to join would be given every camera."""
+    while camera_nodes() < count:
+        if stop.wait(1.0):
+            return False
+    return True
+
+
+@dataclass
+class Placement:
+    camera: str
+    handle: Any  # ray.actor.ActorHandle
+
+
+def place_cameras(settings: Settings, cameras: Sequence[str], lease_ttl_s: float) -> list[Placement]:
+    """One restartable actor per camera, spread over the nodes that offer a camera slot. ``max_restarts=-1``: when
+    a node dies Ray starts the actor again where a slot is free; the lease decides which copy records."""
+    import ray
+
+    remote = ray.remote(CameraActor)
+    placed = []
+    for camera in cameras:
+        handle = remote.options(name=actor_name(camera), namespace=NAMESPACE, get_if_exists=True,
+                                max_restarts=-1, max_task_retries=-1, num_cpus=0,
+                                resources={CAMERA_RESOURCE: 1}, scheduling_strategy="SPREAD",
+                                ).remote(settings, camera, lease_ttl_s)
+        placed.append(Placement(camera, handle))
+    return placed
+
+
+def stop_cameras(placed: Sequence[Placement], timeout_s: float = 30.0) -> None:
+    """Stop each camera cleanly (events finished, lease released), then end the actors for good."""
+    import ray
+
+    pending = [p.handle.stop.remote() for p in placed]
+    ray.wait(pending, num_returns=len(pending), timeout=timeout_s)
+    for p in placed:
+        ray.kill(p.handle, no_restart=True)
+
+
+def lease_rows(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Each camera's lease row (holder, token, expiry), expired or not: what the database says, for status."""
+    engine = open_database(settings.resolved_database_url)
+    try:
+        with Session(engine) as session:
+            rows = session.execute(select(LEASES.c.camera, LEASES.c.holder, LEASES.c.token,
+                                          LEASES.c.expires_at)).all()
+    finally:
+        engine.dispose()
+    return {r.camera: {"holder": r.holder, "token": int(r.token), "expires_at": float(r.expires_at)} for r in rows}
+
+
+def camera_state(camera: str) -> dict[str, Any] | None:
+    """The camera actor's own report, None while it is not running (being restarted, or not placed)."""
+    import ray
+
+    try:
+        handle = ray.get_actor(actor_name(camera), namespace=NAMESPACE)
+        return dict(ray.get(handle.state.remote(), timeout=STATE_TIMEOUT_S))
+    except Exception:  # not found, dead, restarting or too slow: all mean "not running now" for a status line
+        return None
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """Nodes (alive or dead, camera slots), where each camera actor runs, and its lease in the database."""
+    import ray
+
+    nodes = [{"node_id": n["NodeID"], "alive": bool(n["Alive"]), "address": n.get("NodeManagerAddress"),
+              "camera_slots": n.get("Resources", {}).get(CAMERA_RESOURCE, 0)} for n in ray.nodes()]
+    leases = lease_rows(settings)
+    cameras = {}
+    for name, cam in settings.cameras.items():
+        if cam.enabled:
+            cameras[name] = {"actor": camera_state(name), "lease": leases.get(name)}
+    return {"nodes": nodes, "cameras": cameras}
+
+
+def status_lines(report: dict[str, Any], now: float | None = None) -> list[str]:
+    now = time.time() if now is None else now
+    lines = []
+    for n in report["nodes"]:
+        lines.append(f"node {n['node_id'][:12]} {'alive' if n['alive'] else 'DEAD'} at {n['address']}, "
+                     f"{n['camera_slots']:g} camera slot(s)")
+    for name, c in report["cameras"].items():
+        actor, lease = c["actor"], c["lease"]
+        where = (f"on node {actor['node_id'][:12]} (pid {actor['pid']}), {actor['frames']} frames"
+                 if actor else "not running (starting or being restarted)")
+        if lease is None or lease["holder"] is None:
+            held = "lease free"
+        else:
+            left = lease["expires_at"] - now
+            held = f"lease token {lease['token']} held by {lease['holder']} ({'expires' if left >= 0 else 'expired'}" \
+                   f" {abs(left):.0f} s {'from now' if left >= 0 else 'ago'})"
+        lines.append(f"camera {name}: {where}; {held}")
+    return lines

@@ -1,0 +1,275 @@
+"""Many machines on one: a real Ray cluster (a head and two worker nodes, each started by `trustcam cluster` as its
+own `ray start` process group with its own camera slots) and a real PostgreSQL. Two looping clips play as live
+cameras; one worker node is SIGKILLed with every process it runs, and its camera must resume on the other node
+(new lease token, frames analysed, new events) with no event stored twice.
+
+Ray's node-death detection is made quicker through its documented environment settings (health check every second,
+dead after 10 misses) so the measurement is the lease TTL plus Ray's reaction, not Ray's default 30 s patience.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from support import free_port
+from trustcam.storage.database import open_database
+from trustcam.storage.leases import LEASES
+from trustcam.storage.schema import EventRow
+
+CLI = [sys.executable, "-m", "trustcam.cli"]
+CAMERAS = ("a", "b")
+LEASE_TTL_S = 6.0
+RESUME_LIMIT_S = 60.0
+RAY_ENV = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "10",
+           "RAY_health_check_initial_delay_ms": "1000"}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned), failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _ray_pids(temp_dir: Path) -> list[int]:
+    """The Ray processes of this test's cluster (their command lines name its temp dir) and their children (the
+    actor processes, whose titles Ray rewrites): only what this test started, never every Ray on the machine."""
+    own = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(temp_dir).encode() in (entry / "cmdline").read_bytes():
+                    own.append(int(entry.name))
+            except OSError:
+                continue
+    return sorted({*own, *(child for pid in own for child in _children(pid))})
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@dataclass
+class Cluster:
+    config: Path
+    port: int
+    temp_dir: Path
+    logs: Path
+    env: dict[str, str]
+    engine: Engine
+    head: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        out = (self.logs / f"{name}.log").open("wb")
+        return subprocess.Popen([*CLI, "-v", "cluster", *args], stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                                start_new_session=True)
+
+    def join_worker(self, name: str, tries: int = 3) -> None:
+        """A worker node offering 2 camera slots, started once the previous one has joined: raylets starting at
+        the same moment on one machine can pick the same free port and one dies (bind: address in use); a node
+        that fails to start is started again."""
+        for attempt in range(tries):
+            log = self.logs / f"{name}-{attempt}.log"
+            process = self.spawn(log.stem, "worker", "--address", self.address, "--cameras", "2", "--num-cpus", "1")
+            self.workers.append(process)
+            wait_for(lambda p=process, f=log: p.poll() is not None  # type: ignore[misc]
+                     or "Ray runtime started" in f.read_text(errors="replace"), 180, f"{name} to join")
+            if process.poll() is None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # what the failed start left of its node
+        pytest.fail(f"{name} did not join the cluster in {tries} tries:\n{self.log_text()}")
+
+    def status(self) -> dict[str, Any] | None:
+        done = subprocess.run([*CLI, "cluster", "status", "--address", self.address, "--config", str(self.config),
+                               "--json"], capture_output=True, text=True, env=self.env, timeout=180)
+        return json.loads(done.stdout) if done.returncode == 0 else None
+
+    def leases(self) -> dict[str, tuple[str | None, int]]:
+        with Session(self.engine) as session:
+            rows = session.execute(select(LEASES.c.camera, LEASES.c.holder, LEASES.c.token)).all()
+        return {r.camera: (r.holder, int(r.token)) for r in rows}
+
+    def events(self) -> list[EventRow]:
+        with Session(self.engine) as session:
+            return list(session.scalars(select(EventRow)))
+
+    def log_text(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.logs.iterdir()))
+
+
+@pytest.fixture
+def cluster(postgres_url: str, person_video: Path, installed_models: None, tmp_path: Path) -> Iterator[Cluster]:
+    camera = {"source": str(person_video), "detect": {"fps": 2}, "objects": {"track": ["person"]}}
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data"), "database_url": postgres_url,
+                                      "detector": {"failover": []}, "cameras": {c: camera for c in CAMERAS}}))
+    temp_dir = Path(tempfile.mkdtemp(prefix="tc-ray-"))  # short: Ray's unix socket paths must stay under 107 bytes
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    engine = open_database(postgres_url)  # migrates the database before any node starts
+    made = Cluster(config, free_port(), temp_dir, logs, {**os.environ, **RAY_ENV}, engine)
+    try:
+        yield made
+    finally:
+        for process in [p for p in (made.head, *made.workers) if p is not None]:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        for process in [p for p in (made.head, *made.workers) if p is not None]:
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+        _kill(_ray_pids(temp_dir))  # what a killed head left behind: the Ray head's own process group
+        engine.dispose()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _placed(cluster: Cluster) -> dict[str, Any] | None:
+    """The status report once both cameras run (on a worker node, analysing frames), else None."""
+    report = cluster.status()
+    if report is None:
+        return None
+    actors = [c["actor"] for c in report["cameras"].values()]
+    return report if all(a is not None and a["frames"] > 0 for a in actors) else None
+
+
+def _overlapping(events: list[EventRow]) -> list[tuple[str, str]]:
+    """Pairs of events of one camera, label and track whose time spans overlap: one object recorded twice."""
+    by_track: dict[tuple[str, str, int], list[EventRow]] = {}
+    for event in events:
+        by_track.setdefault((event.camera, event.label, event.track_id), []).append(event)
+    pairs = []
+    for group in by_track.values():
+        group.sort(key=lambda e: e.start)
+        pairs += [(a.id, b.id) for a, b in itertools.pairwise(group) if b.start < a.end]
+    return pairs
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_a_dead_nodes_camera_resumes_on_the_other_node(cluster: Cluster) -> None:
+    """Head + two workers, one camera each; SIGKILL the node of camera a: within 60 s a new incarnation on the
+    other node holds a higher token and analyses, new events arrive, camera b is untouched, nothing is stored twice,
+    and `cluster status` shows the dead node."""
+    cluster.head = cluster.spawn("head", "head", "--config", str(cluster.config), "--port", str(cluster.port),
+                                 "--lease-ttl", str(LEASE_TTL_S), "--temp-dir", str(cluster.temp_dir),
+                                 "--wait-workers", "2")
+    wait_for(lambda: cluster.head.poll() is not None or "worker node(s) to join" in cluster.log_text(), 180,
+             "the head to start")
+    assert cluster.head.poll() is None, cluster.log_text()
+    for i in range(2):
+        cluster.join_worker(f"worker{i}")
+    report = wait_for(lambda: _placed(cluster), 300, "both cameras to run on the workers", every=3.0)
+    assert len({report["cameras"][c]["actor"]["node_id"] for c in CAMERAS}) == 2, report  # one per worker
+    wait_for(lambda: {e.camera for e in cluster.events()} == set(CAMERAS), 400,
+             "events from both cameras in PostgreSQL", every=3.0)
+
+    # the node that runs camera "a": the actor's parent is that node's raylet, whose process group is the worker's
+    victim = report["cameras"]["a"]["actor"]
+    raylet = _parent(victim["pid"])
+    node = next(w for w in cluster.workers if w.poll() is None and w.pid == os.getpgid(raylet))
+    moving = [c for c, s in report["cameras"].items() if s["actor"]["node_id"] == victim["node_id"]]
+    before = cluster.leases()
+    assert all(before[c][0] is not None for c in CAMERAS), before
+    doomed = [raylet, *_children(raylet)]
+    killed_at = time.time()
+    os.killpg(node.pid, signal.SIGKILL)  # the whole node at once: ray start, raylet, agents...
+    _kill(doomed)  # ...and the camera actors it ran (each in its own process group)
+
+    def moved() -> bool:
+        now = cluster.leases()
+        return all(now[c][1] > before[c][1] and now[c][0] != before[c][0] for c in moving)
+
+    wait_for(moved, RESUME_LIMIT_S + 60, "the dead node's cameras to take a new lease", every=0.5)
+    resumed_s = time.time() - killed_at
+    print(f"cameras {moving} took a new lease {resumed_s:.1f} s after their node was killed")
+    assert resumed_s < RESUME_LIMIT_S, cluster.log_text()
+
+    after = wait_for(lambda: _placed(cluster), 180, "the moved cameras to analyse again", every=3.0)
+    dead = [n for n in after["nodes"] if not n["alive"]]
+    assert [n["node_id"] for n in dead] == [victim["node_id"]], after["nodes"]
+    for camera in moving:
+        assert after["cameras"][camera]["actor"]["node_id"] != victim["node_id"]
+        assert after["cameras"][camera]["lease"]["token"] > before[camera][1]
+    for camera in set(CAMERAS) - set(moving):  # the other node's camera was not disturbed
+        assert after["cameras"][camera]["actor"]["pid"] == report["cameras"][camera]["actor"]["pid"]
+        assert cluster.leases()[camera] == before[camera]
+    wait_for(lambda: {e.camera for e in cluster.events() if e.start > killed_at} >= set(moving), 400,
+             "new events from the moved cameras", every=3.0)
+
+    events = cluster.events()
+    assert len({e.id for e in events}) == len(events)
+    assert _overlapping(events) == [], "an object was recorded twice"
+    text = subprocess.run([*CLI, "cluster", "status", "--address", cluster.address, "--config", str(cluster.config)],
+                          capture_output=True, text=True, env=cluster.env, timeout=180).stdout
+    assert "DEAD" in text and all(f"camera {c}: on node" in text for c in CAMERAS), text
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"database_url": None}, "needs a database every node reaches"),
+    ({"record": True}, "record.enabled is not supported under trustcam cluster"),
+])
+def test_head_refuses_what_a_cluster_cannot_run(tmp_path: Path, person_video: Path, change: dict[str, Any],
+                                                message: str) -> None:
+    """SQLite (one machine's file) and recording cameras are refused before any Ray process starts, with the fix."""
+    camera: dict[str, Any] = {"source": str(person_video), "record": {"enabled": bool(change.get("record"))}}
+    settings: dict[str, Any] = {"data_dir": str(tmp_path / "data"), "cameras": {"a": camera},
+                                "database_url": "postgresql://trustcam@127.0.0.1:1/none"}
+    if "database_url" in change:
+        del settings["database_url"]
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    done = subprocess.run([*CLI, "cluster", "head", "--config", str(config), "--port", str(free_port())],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
