@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -41,6 +42,7 @@ from trustcam.storage.witness import build_witness
 from trustcam.vision.detectors.base import Detector
 from trustcam.vision.detectors.failover import CoverageChange, FailoverDetector, ProcessDetector
 from trustcam.vision.detectors.onnx_models import load_detector
+from trustcam.vision.detectors.service import DetectorView, SharedDetectors
 from trustcam.vision.tracker import TrackedObject
 
 if TYPE_CHECKING:
@@ -86,12 +88,27 @@ def build_face_models(settings: Settings, engine: Engine | None = None,
     return FaceModels(FaceRecognizer(), FaceStore(engine, Keyring(settings.vault), settings.data_dir))
 
 
-def build_supervised_detector(settings: Settings, on_change: Callable[[CoverageChange], None]) -> Detector:
-    """For live cameras: the primary model in its own process (a hang or crash cannot take the camera down),
-    failing over within ``call_deadline_s`` to the backups, which run in-process."""
+def build_shared_detectors(settings: Settings) -> SharedDetectors | None:
+    """For live cameras: ONE detector service per process for the primary model (a hang or crash cannot take the
+    cameras down; every camera's calls are batched into it) and the backups loaded once, in-process. None when
+    ``detector.failover`` is empty (each camera then runs the primary in-process)."""
+    cfg = settings.detector
+    if not cfg.failover:
+        return None
+    return SharedDetectors(cfg.model, cfg.failover, threads=cfg.threads, score_threshold=cfg.score_threshold,
+                           deadline_s=cfg.call_deadline_s, workers=min(os.cpu_count() or 1, 4))
+
+
+def build_supervised_detector(settings: Settings, on_change: Callable[[CoverageChange], None],
+                              shared: SharedDetectors | None = None) -> Detector:
+    """For live cameras: the primary model out of process, failing over within ``call_deadline_s`` to the
+    backups. With ``shared`` (:func:`build_shared_detectors`) the camera gets its own client of the node's detector
+    service; without, a detector process of its own (the caller closes it through the returned detector)."""
     cfg = settings.detector
     if not cfg.failover:
         return build_detector(settings)
+    if shared is not None:
+        return shared.for_camera(on_change)  # type: ignore[return-value]
     primary = ProcessDetector(cfg.model, threads=cfg.threads, score_threshold=cfg.score_threshold,
                               deadline_s=cfg.call_deadline_s)
     backups = [load_detector(name, threads=cfg.threads, score_threshold=cfg.score_threshold)
@@ -261,7 +278,10 @@ class CameraWorker(threading.Thread):
 
     def __init__(self, name: str, camera: CameraConfig, settings: Settings, bus: Bus, snapshot_dir: Path,
                  vault: SegmentStore | SegmentSink | None = None, snapshot_store: SnapshotStore | None = None,
-                 faces: FaceModels | None = None, lease: LeaseKeeper | None = None) -> None:
+                 faces: FaceModels | None = None, lease: LeaseKeeper | None = None,
+                 detectors: SharedDetectors | None = None, secondary: Detector | None = None) -> None:
+        """``detectors`` and ``secondary`` are the node's shared detector service and second-opinion model
+        (:class:`Service` builds them once for all cameras); when None the worker builds and owns its own."""
         super().__init__(name=f"camera-{name}", daemon=True)
         self.camera_name = name
         self.lease = lease
@@ -275,8 +295,10 @@ class CameraWorker(threading.Thread):
         self.stream = LiveStream(camera.source, fps=camera.detect.fps, size=detect_size(camera),
                                  timeout_s=camera.timeout_s, rtsp_transport=camera.rtsp_transport,
                                  packet_tap=self.taps.on_packet, connection_tap=self.taps.on_connection)
-        detector = build_supervised_detector(settings, lambda change: bus.publish(CameraCoverage(name, change)))
-        secondary = build_second_opinion(settings)
+        self._own_detectors = build_shared_detectors(settings) if detectors is None else None
+        detector = build_supervised_detector(settings, lambda change: bus.publish(CameraCoverage(name, change)),
+                                             detectors or self._own_detectors)
+        secondary = build_second_opinion(settings) if secondary is None else DetectorView(secondary)  # type: ignore
         faces = faces if camera.faces.enabled else None
         self.pipeline = CameraPipeline(name, camera, settings, detector, bus, snapshot_dir, snapshot_store,
                                        secondary=secondary, faces=faces)
@@ -331,7 +353,9 @@ class CameraWorker(threading.Thread):
             self.pipeline.close()  # publishes the last EventEnded messages, which the recorder still needs
             close_detector = getattr(self.pipeline.detector.detector, "close", None)
             if close_detector is not None:
-                close_detector()  # the detector child process
+                close_detector()  # this camera's client of the detector service (or its own detector process)
+            if self._own_detectors is not None:
+                self._own_detectors.close()
             if recorder is not None:
                 recorder.close()
             if self.lease is not None:
@@ -476,8 +500,12 @@ class Service:
         # face recognition: models and gallery only when a camera has faces.enabled (shared, thread-safe)
         self.face_models = build_face_models(settings, self.engine, cameras.values())
         self._faces_shredded_at: float | None = None
+        # one detector service and one second-opinion model for all cameras, not one per camera (memory)
+        self.detectors = build_shared_detectors(settings) if cameras else None
+        secondary = build_second_opinion(settings) if cameras else None
         self.workers = [CameraWorker(name, cam, settings, self.bus, snapshots, sink, snapshot_store,
-                                     self.face_models, self._lease_keeper(name, lease_holder, lease_ttl_s))
+                                     self.face_models, self._lease_keeper(name, lease_holder, lease_ttl_s),
+                                     detectors=self.detectors, secondary=secondary)
                         for name, cam in cameras.items()]
 
     def _lease_keeper(self, camera: str, holder: str | None, ttl_s: float) -> LeaseKeeper | None:
@@ -501,6 +529,8 @@ class Service:
         for worker in self.workers:  # a worker that is stuck still gets its footage stored
             if worker.recorder is not None:
                 worker.recorder.close()
+        if self.detectors is not None:
+            self.detectors.close()  # the detector service, once every camera has stopped calling it
         if self.retention is not None:
             self.retention.stop()
         self.alerts.stop()  # after the cameras: their last alerts are queued; undelivered ones wait in the outbox

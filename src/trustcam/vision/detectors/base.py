@@ -7,6 +7,7 @@ loading (with the integrity check), threading and timing live here once.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,33 @@ class Detector(ABC):
         tensor, scale = self.preprocess(image)
         outputs = self.session.run(None, {self.input_name: tensor})
         self.calls += 1
-        dets = self.postprocess(outputs, scale, threshold)
+        return self._finish(self.postprocess(outputs, scale, threshold), image)
+
+    @property
+    def batchable(self) -> bool:
+        """True when the model's batch dimension is dynamic, so several inputs can go through one ``run`` call.
+        The bundled models are exported with batch 1, so for them :meth:`detect_batch` loops."""
+        batch = self.session.get_inputs()[0].shape[0]
+        return not isinstance(batch, int)
+
+    def detect_batch(self, images: Sequence[np.ndarray],
+                     score_thresholds: Sequence[float | None] | None = None) -> list[Detections]:
+        """Detect in several images: one NCHW model call when the batch dimension is dynamic, else one call each
+        (same results either way; batching only amortises the per-call overhead)."""
+        thresholds = list(score_thresholds) if score_thresholds is not None else [None] * len(images)
+        if len(images) <= 1 or not self.batchable:
+            return [self.detect(image, t) for image, t in zip(images, thresholds, strict=True)]
+        prepared = [self.preprocess(image) for image in images]
+        outputs = self.session.run(None, {self.input_name: np.concatenate([t for t, _ in prepared])})
+        self.calls += len(images)
+        results = []
+        for i, (image, (_, scale), t) in enumerate(zip(images, prepared, thresholds, strict=True)):
+            threshold = self.score_threshold if t is None else t
+            results.append(self._finish(self.postprocess([o[i : i + 1] for o in outputs], scale, threshold), image))
+        return results
+
+    def _finish(self, dets: Detections, image: np.ndarray) -> Detections:
+        """Clip to the image and suppress overlaps (the common tail of every backend)."""
         if len(dets):
             h, w = image.shape[:2]
             np.clip(dets.boxes[:, 0::2], 0, w, out=dets.boxes[:, 0::2])

@@ -79,14 +79,11 @@ class DetectorLike(Protocol):
 # ---------------------------------------------------------------------------------------------- child side
 
 
-def _serve(conn: Connection, name: str, threads: int, score_threshold: float) -> None:
-    """Child process main: load ``name``, then answer detect requests until told to stop or the pipe closes.
-
-    Images arrive through a file-backed shared buffer (only shape and dtype go over the pipe), so a request
-    is a few bytes and sending it can never block on a stopped child.
-    """
+def load_in_child(conn: Connection, name: str, threads: int, score_threshold: float) -> Any:
+    """Child process start: ignore stop signals, load ``name`` and report "ready" (with the model's attributes)
+    or "error"; returns the detector, or None when loading failed (the child then ends)."""
     # Ctrl-C in a terminal and `systemctl stop` signal the whole process group: stopping is the parent's job
-    # (it closes the pipe, and this loop ends on EOF), or a clean stop would look like a detector crash
+    # (it closes the pipe, and the serving loop ends on EOF), or a clean stop would look like a detector crash
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
@@ -95,7 +92,7 @@ def _serve(conn: Connection, name: str, threads: int, score_threshold: float) ->
         detector = load_detector(name, threads=threads, score_threshold=score_threshold)
     except BaseException as e:  # anything that stops loading is reported, not raised
         conn.send(("error", f"{type(e).__name__}: {e}"))
-        return
+        return None
     conn.send(
         (
             "ready",
@@ -108,7 +105,40 @@ def _serve(conn: Connection, name: str, threads: int, score_threshold: float) ->
             },
         )
     )
-    buffers: dict[str, mmap.mmap] = {}
+    return detector
+
+
+class SharedImages:
+    """Child side of :class:`SharedImage`: one read-only mapping per sender, remapped when its buffer moves."""
+
+    def __init__(self) -> None:
+        self._maps: dict[object, tuple[str, mmap.mmap]] = {}
+
+    def image(self, sender: object, path: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        held = self._maps.get(sender)
+        if held is None or held[0] != path:
+            self.forget(sender)
+            with open(path, "rb") as f:
+                held = (path, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+            self._maps[sender] = held
+        return np.ndarray(shape, np.dtype(dtype), buffer=held[1])
+
+    def forget(self, sender: object) -> None:
+        held = self._maps.pop(sender, None)
+        if held is not None:
+            held[1].close()
+
+
+def _serve(conn: Connection, name: str, threads: int, score_threshold: float) -> None:
+    """Child process main: load ``name``, then answer detect requests until told to stop or the pipe closes.
+
+    Images arrive through a file-backed shared buffer (only shape and dtype go over the pipe), so a request
+    is a few bytes and sending it can never block on a stopped child.
+    """
+    detector = load_in_child(conn, name, threads, score_threshold)
+    if detector is None:
+        return
+    images = SharedImages()
     while True:
         try:
             request = conn.recv()
@@ -118,14 +148,7 @@ def _serve(conn: Connection, name: str, threads: int, score_threshold: float) ->
             return
         path, shape, dtype, threshold = request
         try:
-            if path not in buffers:
-                for old in buffers.values():
-                    old.close()
-                buffers.clear()
-                with open(path, "rb") as f:
-                    buffers[path] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            image = np.ndarray(shape, np.dtype(dtype), buffer=buffers[path])
-            conn.send(("ok", detector.detect(image, threshold)))
+            conn.send(("ok", detector.detect(images.image(0, path, shape, dtype), threshold)))
         except Exception as e:  # a bad request is answered, the child keeps serving
             conn.send(("error", f"{type(e).__name__}: {e}"))
 
@@ -144,6 +167,66 @@ def _exit_reason(process: mp.process.BaseProcess) -> str:
         except ValueError:
             return f"detector process crashed (signal {-code})"
     return f"detector process exited with code {code}"
+
+
+def spawn_model_process(
+    ctx: Any, target: Callable[..., None], args: tuple[Any, ...], name: str, start_timeout_s: float
+) -> tuple[mp.process.BaseProcess, Connection, dict[str, Any]]:
+    """Start ``target(child_conn, *args)`` in a daemon child and wait for its "ready" (the model's attributes);
+    raise :class:`DetectorFailure` naming why when it does not load in time, dies or reports an error."""
+    parent, child = ctx.Pipe(duplex=True)
+    process = ctx.Process(target=target, args=(child, *args), name=f"detector-{name}", daemon=True)
+    process.start()
+    child.close()
+    if not parent.poll(start_timeout_s):
+        process.kill()
+        process.join(1.0)
+        parent.close()
+        raise DetectorFailure(f"{name}: detector process did not start within {start_timeout_s:g}s")
+    try:
+        kind, payload = parent.recv()
+    except EOFError:
+        process.join(1.0)
+        parent.close()
+        raise DetectorFailure(f"{name}: {_exit_reason(process)} while loading") from None
+    if kind != "ready":
+        process.join(1.0)
+        parent.close()
+        raise DetectorFailure(f"{name}: could not load the model: {payload}")
+    return process, parent, payload
+
+
+class SharedImage:
+    """A file-backed buffer in /dev/shm that a child maps: a frame is copied once, never pickled through a pipe."""
+
+    def __init__(self) -> None:
+        self._buffer: mmap.mmap | None = None
+        self.path: str | None = None
+
+    def share(self, image: np.ndarray) -> str:
+        """Copy ``image`` into the buffer (grown as needed: a new file, so a child sees the new path) and return
+        the buffer's path."""
+        size = max(image.nbytes, 1)
+        if self._buffer is None or len(self._buffer) < size:
+            self.close()
+            folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
+            fd, path = tempfile.mkstemp(prefix="trustcam-det-", dir=folder)
+            try:
+                os.ftruncate(fd, size)
+                self._buffer = mmap.mmap(fd, size)
+            finally:
+                os.close(fd)
+            self.path = path
+        np.ndarray(image.shape, image.dtype, buffer=self._buffer)[...] = image
+        return self.path  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self._buffer is not None:
+            self._buffer.close()
+            self._buffer = None
+        if self.path is not None:
+            Path(self.path).unlink(missing_ok=True)
+            self.path = None
 
 
 class ProcessDetector:
@@ -178,8 +261,7 @@ class ProcessDetector:
         self._lock = threading.Lock()
         self._process: mp.process.BaseProcess | None = None
         self._conn: Connection | None = None
-        self._buffer: mmap.mmap | None = None
-        self._buffer_path: str | None = None
+        self._image = SharedImage()
         self._start()
 
     @property
@@ -190,35 +272,14 @@ class ProcessDetector:
         return self._process is not None and self._process.is_alive()
 
     def _start(self) -> None:
-        parent, child = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=_serve,
-            args=(child, self.name, self.threads, self.score_threshold),
-            name=f"detector-{self.name}",
-            daemon=True,
+        process, conn, payload = spawn_model_process(
+            self._ctx, _serve, (self.name, self.threads, self.score_threshold), self.name, self.start_timeout_s
         )
-        process.start()
-        child.close()
-        if not parent.poll(self.start_timeout_s):
-            process.kill()
-            process.join(1.0)
-            parent.close()
-            raise DetectorFailure(f"{self.name}: detector process did not start within {self.start_timeout_s:g}s")
-        try:
-            kind, payload = parent.recv()
-        except EOFError:
-            process.join(1.0)
-            parent.close()
-            raise DetectorFailure(f"{self.name}: {_exit_reason(process)} while loading") from None
-        if kind != "ready":
-            process.join(1.0)
-            parent.close()
-            raise DetectorFailure(f"{self.name}: could not load the model: {payload}")
         self.sha256 = payload["sha256"]
         self.input_size = payload["input_size"]
         self.nms_iou = payload["nms_iou"]
         self.spec = payload["spec"]
-        self._process, self._conn = process, parent
+        self._process, self._conn = process, conn
 
     def _stop_child(self) -> None:
         """Kill the child (SIGKILL works on a stopped one too) and reap it."""
@@ -245,34 +306,11 @@ class ProcessDetector:
                 except OSError:
                     pass
             self._stop_child()
-            if self._buffer is not None:
-                self._buffer.close()
-                self._buffer = None
-            if self._buffer_path is not None:
-                Path(self._buffer_path).unlink(missing_ok=True)
-                self._buffer_path = None
+            self._image.close()
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # interpreter shutdown
             self.close()
-
-    def _share(self, image: np.ndarray) -> str:
-        """Copy ``image`` into the shared buffer (grown as needed) and return the buffer's path."""
-        size = max(image.nbytes, 1)
-        if self._buffer is None or len(self._buffer) < size:
-            if self._buffer is not None:
-                self._buffer.close()
-                Path(self._buffer_path).unlink(missing_ok=True)  # type: ignore[arg-type]
-            folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
-            fd, path = tempfile.mkstemp(prefix="trustcam-det-", dir=folder)
-            try:
-                os.ftruncate(fd, size)
-                self._buffer = mmap.mmap(fd, size)
-            finally:
-                os.close(fd)
-            self._buffer_path = path
-        np.ndarray(image.shape, image.dtype, buffer=self._buffer)[...] = image
-        return self._buffer_path  # type: ignore[return-value]
 
     def detect(self, image: np.ndarray, score_threshold: float | None = None) -> Detections:
         """Detect in the child; raise :class:`DetectorFailure` on a crash or after ``deadline_s``."""
@@ -286,7 +324,7 @@ class ProcessDetector:
                 self._stop_child()
                 raise DetectorFailure(f"{self.name}: {reason}")
             image = np.ascontiguousarray(image)
-            path = self._share(image)
+            path = self._image.share(image)
             try:
                 self._conn.send((path, image.shape, image.dtype.str, threshold))
                 remaining = self.deadline_s - (time.monotonic() - start)

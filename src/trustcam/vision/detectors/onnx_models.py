@@ -129,3 +129,38 @@ def load_detector(
 def load_file(spec: ModelSpec, path: Path, *, threads: int = 1, score_threshold: float = 0.3) -> Detector:
     """Load a model file pinned by ``spec`` (a candidate not yet in the catalog)."""
     return _BACKENDS[spec.architecture](spec, path, threads, score_threshold)
+
+
+def dynamic_batch_copy(spec: ModelSpec, source: Path, target: Path) -> ModelSpec:
+    """Write a copy of a YOLOX model with a dynamic batch dimension and return its spec (new sha256).
+
+    The bundled exports fix batch at 1 (input (1, 3, S, S) and three Reshapes to (1, 85, -1)), so
+    :meth:`Detector.detect_batch` loops over them; this copy (same weights, batch-agnostic Reshapes) lets
+    bench/detector_batch.py and the tests measure and check one NCHW call. Not a catalog model: it is
+    unsigned and never runs on a camera. Needs the ``onnx`` package (``pip install '.[adversarial]'``).
+    """
+    import dataclasses
+
+    import onnx
+    from onnx import numpy_helper
+
+    from trustcam.vision.catalog import sha256_of, verify
+
+    if spec.architecture != "yolox":
+        raise ValueError(f"{spec.name}: only YOLOX exports can be given a dynamic batch here, not {spec.architecture}")
+    verify(spec, source)
+    model = onnx.load(str(source))
+    values = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        shape = values.get(node.input[1]) if node.op_type == "Reshape" else None
+        if shape is not None:
+            dims = numpy_helper.to_array(shape).copy()
+            if dims[0] == 1:
+                dims[0] = 0  # 0 = copy the input's dimension: the batch
+                shape.CopyFrom(numpy_helper.from_array(dims, shape.name))
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    del model.graph.value_info[:]  # the export's intermediate shapes say batch 1; ONNX Runtime infers them again
+    target.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(target))
+    return dataclasses.replace(spec, sha256=sha256_of(target), size=target.stat().st_size)
