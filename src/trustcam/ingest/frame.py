@@ -78,6 +78,16 @@ class Frame:
         bgr = cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
         return bgr[y1 - ey1 : y1 - ey1 + (y2 - y1), x1 - ex1 : x1 - ex1 + (x2 - x1)]
 
+    def scaled(self, size: tuple[int, int]) -> np.ndarray:
+        """The whole frame as BGR at ``size``, for a model input much smaller than the frame. Decoded video is
+        scaled and converted in one swscale pass straight from YUV (~1.5 ms at 1080p), instead of converting
+        every pixel to BGR and area-resizing that (~13 ms); swscale's bilinear filter widens with the shrink
+        factor, so it does not alias. Images (and frames already converted) are area-resized as before."""
+        src = self._source
+        if isinstance(src, np.ndarray) or "bgr" in self.__dict__:
+            return cv2.resize(self.bgr, size, interpolation=cv2.INTER_AREA)
+        return src.reformat(width=size[0], height=size[1], format="bgr24", interpolation="BILINEAR").to_ndarray()
+
     def _plane(self, index: int) -> np.ndarray:
         plane = self._source.planes[index]  # type: ignore[union-attr]
         rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)

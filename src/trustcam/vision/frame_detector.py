@@ -54,7 +54,8 @@ class FrameDetector:
         parts = []
         for region in regions:
             x1, y1, _, _ = region
-            dets = self.detector.detect(crop(region)).shifted(x1, y1)
+            shrunk = self._detect_shrunk(image) if isinstance(image, Frame) and region == (0, 0, w, h) else None
+            dets = shrunk if shrunk is not None else self.detector.detect(crop(region)).shifted(x1, y1)
             if drop_cut:
                 dets = _drop_cut_at_inner_edges(dets, region, w, h)
             parts.append(dets)
@@ -70,14 +71,36 @@ class FrameDetector:
 
     def detect_full(self, image: np.ndarray | Frame) -> Detections:
         if isinstance(image, Frame):
-            image = image.bgr
-        h, w = image.shape[:2]
+            w, h = image.size
+            shrunk = self._detect_shrunk(image)
+            whole = shrunk if shrunk is not None else self.detector.detect(image.bgr)
+        else:
+            h, w = image.shape[:2]
+            whole = self.detector.detect(image)
         regions = self.full_frame_regions(w, h)
-        whole = self.detector.detect(image)
         if len(regions) == 1:
             return whole
-        tiled = self.detect_regions(image, regions[1:], drop_cut=True)
+        pixels = image.bgr if isinstance(image, Frame) else image  # tiles cover it all: convert once
+        tiled = self.detect_regions(pixels, regions[1:], drop_cut=True)
         return merge([whole, tiled], self.detector.nms_iou)
+
+    def _detect_shrunk(self, frame: Frame) -> Detections | None:
+        """The whole frame in one call when the model's letterbox would shrink it more than 2x (None otherwise):
+        area-resampling the full BGR frame is most of such a call's cost at 1080p besides the model, so the frame
+        is scaled to the letterbox size while still YUV, and the boxes are scaled back."""
+        w, h = frame.size
+        side = self.detector.input_size
+        scale = min(side / w, side / h)
+        if scale >= 0.5:
+            return None
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        dets = self.detector.detect(frame.scaled((nw, nh)))
+        if len(dets) == 0:
+            return dets
+        boxes = dets.boxes * np.array([w / nw, h / nh, w / nw, h / nh], np.float32)
+        np.clip(boxes[:, 0::2], 0, w, out=boxes[:, 0::2])
+        np.clip(boxes[:, 1::2], 0, h, out=boxes[:, 1::2])
+        return Detections(boxes, dets.scores, dets.class_ids)
 
 
 def merge(parts: list[Detections], iou: float) -> Detections:

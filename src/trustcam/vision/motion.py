@@ -46,7 +46,8 @@ class MotionDetector:
     def __init__(self, config: MotionConfig) -> None:
         self.config = config
         self._background: np.ndarray | None = None
-        self._mask: np.ndarray | None = None
+        self._mask: np.ndarray | None = None  # None: no motion mask polygons, every pixel counts
+        self._mask_shape: tuple[int, ...] | None = None
         self._mask_pixels = 0
         self._brightness: float | None = None
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
@@ -60,17 +61,18 @@ class MotionDetector:
         grey = frame.gray(cfg.frame_height)
         grey = cv2.GaussianBlur(grey, (5, 5), 0)
         h, w = grey.shape
-        if self._mask is None or self._mask.shape != grey.shape:
+        if self._mask_shape != grey.shape:  # rasterised once per size, not per frame
+            self._mask_shape = grey.shape
             self._mask = polygon_mask(cfg.mask, w, h)
-            if self._mask is None:
-                self._mask = np.full((h, w), 255, np.uint8)
-            self._mask_pixels = max(1, int(np.count_nonzero(self._mask)))
-        brightness = float(cv2.mean(grey, self._mask)[0])
+            self._mask_pixels = max(1, int(np.count_nonzero(self._mask))) if self._mask is not None else w * h
+        # without mask polygons the masked mean and AND would only cost time (~0.1–0.2 ms a frame at 320x180)
+        brightness = float(cv2.mean(grey, self._mask)[0] if self._mask is not None else cv2.mean(grey)[0])
         if self._background is None:
             return self._recalibrate(grey, brightness, "startup", 0.0)
         diff = cv2.absdiff(grey, cv2.convertScaleAbs(self._background))
         _, moving = cv2.threshold(diff, cfg.threshold, 255, cv2.THRESH_BINARY)
-        moving = cv2.bitwise_and(moving, self._mask)
+        if self._mask is not None:
+            moving = cv2.bitwise_and(moving, self._mask)
         fraction = cv2.countNonZero(moving) / self._mask_pixels
         previous = self._brightness if self._brightness is not None else brightness
         if fraction >= cfg.global_change:
