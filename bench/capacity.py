@@ -12,11 +12,12 @@ camera, failover backup, tamper, drift and canary on; recording off; the web ser
 serves ``/metrics``). After every camera analysed its first frame and ``--warmup`` seconds more, it reads
 ``/metrics`` every 2 s for ``--seconds`` and measures:
 
-- dropped: frames handed to analysis that analysis skipped because it fell behind
-  (``trustcam_frames`` - ``trustcam_frames_analysed``, over the window, all cameras);
+- dropped: frames the live queue dropped because analysis fell behind (``trustcam_frames_dropped``, over the
+  window, all cameras) over the frames handed to analysis (``trustcam_frames``). Not frames minus analysed: up to
+  3 frames per camera are in flight at any moment, which read as drops at the end of a window;
 - lag: how far the newest received frame is behind the live edge (``trustcam_ingest_lag_seconds``, largest seen;
-  it grows when decoding cannot keep up); the analysis queue holds at most 2 frames and drops the oldest, so the
-  analysis itself adds at most ~3 frame intervals to it, or drops frames;
+  it grows when decoding cannot keep up); the analysis queue holds at most one second of frames
+  (detect.fps, at least 2) and drops the oldest, so analysis adds at most ~1 s to it, or drops frames;
 - received: decoded frames / (window x the clip's fps), and reconnects (must be 0);
 - CPU: the ``trustcam run`` process and its children (detector processes), cores busy (/proc); RSS and PSS of
   that tree (PSS shares the pages the processes have in common fairly, so it is the figure that adds up);
@@ -86,6 +87,7 @@ class Run:
     seconds: float = 0.0
     sampled: int = 0
     analysed: int = 0
+    lost: int = 0
     received: int = 0
     expected: float = 0.0
     lag_s: float = 0.0
@@ -100,7 +102,7 @@ class Run:
 
     @property
     def dropped(self) -> float:
-        return max(0, self.sampled - self.analysed) / self.sampled if self.sampled else 1.0
+        return self.lost / self.sampled if self.sampled else 1.0
 
     @property
     def real_time(self) -> bool:
@@ -358,11 +360,13 @@ def _window(run: Run, admin: httpx.Client, pid: int, servers: list[int], clip: C
     analysed = _delta(first, last, "trustcam_frames_analysed_total")
     received = _delta(first, last, "trustcam_frames_received_total")
     reconnects = _delta(first, last, "trustcam_camera_reconnects_total")
+    lost = _delta(first, last, "trustcam_frames_dropped_total")
     run.sampled, run.analysed = round(sum(sampled.values())), round(sum(analysed.values()))
+    run.lost = round(sum(lost.values()))
     run.received, run.expected = round(sum(received.values())), run.cameras * elapsed * clip.fps
     run.lag_s = max(lag.values(), default=0.0)
     run.reconnects = round(sum(reconnects.values()))
-    run.per_camera = {cam: {"sampled": sampled[cam], "analysed": analysed.get(cam, 0.0),
+    run.per_camera = {cam: {"sampled": sampled[cam], "analysed": analysed.get(cam, 0.0), "dropped": lost.get(cam, 0.0),
                             "received": received.get(cam, 0.0), "lag_s": round(lag.get(cam, 0.0), 2)}
                       for cam in sorted(sampled)}
 

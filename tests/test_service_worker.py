@@ -81,3 +81,26 @@ def test_backoff_doubles_to_a_minute_and_resets_after_a_healthy_run(worker: Came
     assert worker._failed(ValueError(ERROR), ran_s=worker.healthy_after_s) == 1.0  # it had run healthy: reset
     assert worker._failed(KeyError("zones"), ran_s=0.1) == 2.0
     assert [a.message.split("(")[1].split(")")[0] for a in raised[1:]] == ["KeyError: 'zones'"]  # a new error
+
+
+def test_live_queue_counts_the_frames_it_drops() -> None:
+    """trustcam_frames_dropped is the real loss: frames the live queue threw away while analysis was busy, not frames
+    sent minus frames analysed (up to 3 are in flight at any moment)."""
+    import threading
+    import time as clock
+
+    import numpy as np
+
+    from trustcam.ingest.frame import Frame
+    from trustcam.service import _threaded
+
+    def produce():  # 40 frames as fast as possible
+        for i in range(40):
+            yield Frame(np.zeros((4, 4, 3), np.uint8), i, i / 10)
+
+    dropped: list[int] = []
+    consumed = 0
+    for _ in _threaded(produce(), 2, True, threading.Event(), [], lambda: dropped.append(1)):
+        consumed += 1
+        clock.sleep(0.02)  # analysis slower than the stream
+    assert dropped and consumed + len(dropped) == 40

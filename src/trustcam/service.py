@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
 import threading
@@ -122,8 +123,9 @@ def detect_size(camera: CameraConfig) -> tuple[int, int] | None:
 
 
 def _threaded(frames: Iterator[Frame], maxsize: int, drop_oldest: bool, stop: threading.Event,
-              errors: list[BaseException]) -> Iterator[Frame]:
-    """Decode in a background thread; yield frames here. Reader exceptions are re-raised to the consumer."""
+              errors: list[BaseException], on_drop: Callable[[], None] | None = None) -> Iterator[Frame]:
+    """Decode in a background thread; yield frames here. Reader exceptions are re-raised to the consumer.
+    ``on_drop`` is called for each frame dropped (``drop_oldest``): the real count, not sent minus analysed."""
     q: queue.Queue[object] = queue.Queue(maxsize)
 
     def reader() -> None:
@@ -139,6 +141,8 @@ def _threaded(frames: Iterator[Frame], maxsize: int, drop_oldest: bool, stop: th
                         except queue.Full:
                             with contextlib.suppress(queue.Empty):
                                 q.get_nowait()
+                                if on_drop is not None:
+                                    on_drop()
                 else:
                     while not stop.is_set():
                         try:
@@ -290,6 +294,10 @@ class CameraWorker(threading.Thread):
                          if camera.record.enabled and vault is not None else None)
         # every camera has taps, recorded or not: live video (trustcam.web.live_mse) attaches to them when watched
         self.taps = TapFanout()
+        self.frames_dropped = 0  # frames the live queue dropped because analysis fell behind (trustcam_frames_dropped)
+        # up to one second of frames: network streams deliver in bursts (an MPEG-TS chunk holds several frames), so
+        # a 2-frame queue dropped frames with the CPU half idle; a second is still "real time" (lag <= 1 s)
+        self.queue_depth = max(2, math.ceil(camera.detect.fps))
         if self.recorder is not None:
             self.taps.add(self.recorder.on_packet, self.recorder.on_connection)
         self.stream = LiveStream(camera.source, fps=camera.detect.fps, size=detect_size(camera),
@@ -368,8 +376,11 @@ class CameraWorker(threading.Thread):
         if source_kind(self.stream.url) == "file":
             frames = paced(frames, self._stop_event)
         run_over = threading.Event()  # ends this run's reader thread; the worker's own stop event stays clear
-        with contextlib.closing(_threaded(frames, 2, True, run_over, [])) as analysed:
+        with contextlib.closing(_threaded(frames, self.queue_depth, True, run_over, [], self._count_drop)) as analysed:
             self._analyse_frames(analysed, started)
+
+    def _count_drop(self) -> None:
+        self.frames_dropped += 1  # one reader thread per camera increments it; metrics only read it
 
     def _analyse_frames(self, frames: Iterator[Frame], started: float) -> None:
         """Each frame: health, tamper, pipeline, drift, canary, live view, recorder; clears a pipeline failure once

@@ -87,8 +87,10 @@ class _ServiceCollector(Collector):
         frames = CounterMetricFamily("trustcam_frames", "Frames handed to analysis per camera (at detect.fps).",
                                      labels=["camera"])
         analysed = CounterMetricFamily("trustcam_frames_analysed", "Frames analysed per camera; trustcam_frames "
-                                       "minus this (less up to 3 in flight) were dropped because analysis fell "
+                                       "minus this (less the frames in flight, up to one second's) were dropped because analysis fell "
                                        "behind. Restarts at 0 when a failed pipeline is replaced.", labels=["camera"])
+        dropped = CounterMetricFamily("trustcam_frames_dropped", "Frames a live camera dropped (oldest first) "
+                                      "because analysis fell behind: the real-time loss.", labels=["camera"])
         received = CounterMetricFamily("trustcam_frames_received", "Video frames received and decoded per camera "
                                        "(all of them, not only those analysed), counted from the first scrape.",
                                        labels=["camera"])
@@ -106,6 +108,7 @@ class _ServiceCollector(Collector):
             fps.add_metric([worker.camera_name], s.fps)
             up.add_metric([worker.camera_name], 1.0 if s.connected else 0.0)
             reconnects.add_metric([worker.camera_name], s.reconnects)
+            dropped.add_metric([worker.camera_name], getattr(worker, "frames_dropped", 0))
             pipeline = getattr(worker, "pipeline", None)
             if pipeline is not None:
                 analysed.add_metric([worker.camera_name], pipeline.stats.frames)
@@ -113,7 +116,7 @@ class _ServiceCollector(Collector):
             if watch is not None:
                 received.add_metric([worker.camera_name], watch.packets)
                 lag.add_metric([worker.camera_name], watch.lag_s)
-        yield from (frames, fps, up, reconnects, analysed, received, lag)
+        yield from (frames, fps, up, reconnects, analysed, dropped, received, lag)
         yield from self._second_opinion()
         dispatcher = getattr(self.service, "alerts", None)
         if dispatcher is None:
