@@ -86,9 +86,9 @@ class _ServiceCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         frames = CounterMetricFamily("trustcam_frames", "Frames handed to analysis per camera (at detect.fps).",
                                      labels=["camera"])
-        analysed = CounterMetricFamily("trustcam_frames_analysed", "Frames analysed per camera; trustcam_frames "
-                                       "minus this (less the frames in flight, up to one second's) were dropped because analysis fell "
-                                       "behind. Restarts at 0 when a failed pipeline is replaced.", labels=["camera"])
+        analysed = CounterMetricFamily("trustcam_frames_analysed", "Frames analysed per camera (trustcam_frames minus "
+                                       "this is in flight or dropped: see trustcam_frames_dropped). Restarts at 0 "
+                                       "when a failed pipeline is replaced.", labels=["camera"])
         dropped = CounterMetricFamily("trustcam_frames_dropped", "Frames a live camera dropped (oldest first) "
                                       "because analysis fell behind: the real-time loss.", labels=["camera"])
         received = CounterMetricFamily("trustcam_frames_received", "Video frames received and decoded per camera "
