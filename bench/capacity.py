@@ -53,10 +53,10 @@ import pyotp
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proc_tree import TICKS, cpu_s, memory_mib, tree
 from web_login_flood import DATA, _free_port, signed_in_admin
 
 ROOT = Path(__file__).resolve().parents[1]
-TICKS = os.sysconf("SC_CLK_TCK")
 GOAL_CAMERAS = 8  # issue 15: >= 8 cameras at 1080p, quiet scene, detection at 5 fps, on this 2-core machine
 GOAL_RSS_MIB = 80.0  # issue 15: <= 80 MiB more per additional camera
 MAX_DROPPED = 0.01
@@ -189,42 +189,10 @@ class Children:
         self.processes.clear()
 
 
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (the detector processes of ``trustcam run``)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo += parents.get(current, [])
-    return found
 
 
-def _cpu_s(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / TICKS
 
 
-def _memory_mib(pids: list[int]) -> tuple[float, float]:
-    """(RSS, PSS) of the processes, MiB."""
-    rss = pss = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Rss:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss += int(line.split()[1])
-    return rss / 1024, pss / 1024
 
 
 def _machine_busy_s() -> float:
@@ -339,9 +307,9 @@ def measure(clip: Clip, cameras: int, seconds: float, warmup: float, detect_fps:
 def _window(run: Run, admin: httpx.Client, pid: int, servers: list[int], clip: Clip, seconds: float) -> None:
     """Scrape every 2 s for ``seconds``; fill ``run`` with the deltas, CPU and memory."""
     run.loadavg = os.getloadavg()[0]
-    tree = _tree(pid)
+    pids = tree(pid)
     first = scrape(admin)
-    cpu0, servers0, busy0, start = _cpu_s(tree), _cpu_s(servers), _machine_busy_s(), time.monotonic()
+    cpu0, servers0, busy0, start = cpu_s(pids), cpu_s(servers), _machine_busy_s(), time.monotonic()
     lag: dict[str, float] = {}
     last = first
     while time.monotonic() - start < seconds:
@@ -349,13 +317,13 @@ def _window(run: Run, admin: httpx.Client, pid: int, servers: list[int], clip: C
         last = scrape(admin)
         for cam, value in last.get("trustcam_ingest_lag_seconds", {}).items():
             lag[cam] = max(lag.get(cam, 0.0), value)
-    tree = _tree(pid)
+    pids = tree(pid)
     elapsed = time.monotonic() - start
-    cpu = _cpu_s(tree) - cpu0
+    cpu = cpu_s(pids) - cpu0
     run.seconds = elapsed
     run.cpu_cores = cpu / elapsed
-    run.other_cores = max(0.0, (_machine_busy_s() - busy0 - cpu - (_cpu_s(servers) - servers0)) / elapsed)
-    run.rss_mib, run.pss_mib = _memory_mib(tree)
+    run.other_cores = max(0.0, (_machine_busy_s() - busy0 - cpu - (cpu_s(servers) - servers0)) / elapsed)
+    run.rss_mib, run.pss_mib = memory_mib(pids)
     sampled = _delta(first, last, "trustcam_frames_total")
     analysed = _delta(first, last, "trustcam_frames_analysed_total")
     received = _delta(first, last, "trustcam_frames_received_total")

@@ -19,7 +19,6 @@ Last line: ``rss_per_additional_camera_mib=X``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import signal
@@ -35,6 +34,8 @@ import cv2
 import numpy as np
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proc_tree import memory_mib, tree
 from trustcam.vision import catalog
 from trustcam.vision.detectors.onnx_models import load_detector, load_file
 from trustcam.vision.detectors.service import DetectorService
@@ -163,30 +164,8 @@ def clip_1080p(cache: Path) -> Path:
     return target
 
 
-def _tree(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        found.append(todo.pop())
-        todo += children.get(found[-1], [])
-    return found
 
 
-def _memory_mib(pids: list[int]) -> tuple[float, float]:
-    rss = pss = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Rss:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss += int(line.split()[1])
-    return rss / 1024, pss / 1024
 
 
 def measure_run(cameras: int, clip: Path, warmup: float, tmp: Path) -> tuple[float, float, int]:
@@ -210,8 +189,8 @@ def measure_run(cameras: int, clip: Path, warmup: float, tmp: Path) -> tuple[flo
         time.sleep(warmup)
         samples = []
         for _ in range(5):
-            pids = _tree(process.pid)
-            samples.append((*_memory_mib(pids), len(pids)))
+            pids = tree(process.pid)
+            samples.append((*memory_mib(pids), len(pids)))
             time.sleep(1)
         rss, pss, count = max(samples)
         return rss, pss, count
