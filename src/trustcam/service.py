@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trustcam.alerts.dispatcher import AlertDispatcher
+from trustcam.alerts.model import Alert, Severity
 from trustcam.bus import Bus
 from trustcam.config.schema import CameraConfig, DriftConfig, Settings
 from trustcam.events.builder import SnapshotStore
@@ -106,10 +107,10 @@ def build_supervised_detector(settings: Settings, on_change: Callable[[CoverageC
     backups. With ``shared`` (:func:`build_shared_detectors`) the camera gets its own client of the node's detector
     service; without, a detector process of its own (the caller closes it through the returned detector)."""
     cfg = settings.detector
+    if shared is not None:  # the node's service or pool (which also runs a model without backups out of process)
+        return shared.for_camera(on_change)  # type: ignore[return-value]
     if not cfg.failover:
         return build_detector(settings)
-    if shared is not None:
-        return shared.for_camera(on_change)  # type: ignore[return-value]
     primary = ProcessDetector(cfg.model, threads=cfg.threads, score_threshold=cfg.score_threshold,
                               deadline_s=cfg.call_deadline_s)
     backups = [load_detector(name, threads=cfg.threads, score_threshold=cfg.score_threshold)
@@ -283,12 +284,15 @@ class CameraWorker(threading.Thread):
     def __init__(self, name: str, camera: CameraConfig, settings: Settings, bus: Bus, snapshot_dir: Path,
                  vault: SegmentStore | SegmentSink | None = None, snapshot_store: SnapshotStore | None = None,
                  faces: FaceModels | None = None, lease: LeaseKeeper | None = None,
-                 detectors: SharedDetectors | None = None, secondary: Detector | None = None) -> None:
+                 detectors: SharedDetectors | None = None, secondary: Detector | None = None,
+                 on_lease: Callable[[], None] | None = None) -> None:
         """``detectors`` and ``secondary`` are the node's shared detector service and second-opinion model
-        (:class:`Service` builds them once for all cameras); when None the worker builds and owns its own."""
+        (:class:`Service` builds them once for all cameras); when None the worker builds and owns its own.
+        ``on_lease`` runs once the lease is held, before anything is analysed (the camera's vault recovery)."""
         super().__init__(name=f"camera-{name}", daemon=True)
         self.camera_name = name
         self.lease = lease
+        self.on_lease = on_lease
         self.lease_lost: str | None = None
         self.recorder = (Recorder(name, camera.record, vault, bus)
                          if camera.record.enabled and vault is not None else None)
@@ -333,14 +337,22 @@ class CameraWorker(threading.Thread):
         self.stream.stop()
 
     def _on_lease_lost(self, reason: str) -> None:
+        """Stop for good, and say so: a ``health`` alert (queued in the outbox when the database answers; always in
+        the log) tells the operator that this process no longer runs the camera and why."""
         self.lease_lost = reason
         self.stop()
+        holder = self.lease.holder if self.lease is not None else None
+        self.bus.publish(Alert(kind="health", severity=Severity.warning, camera=self.camera_name,
+                               message=f"camera {self.camera_name}: {holder} stopped running it: {reason}",
+                               data={"condition": "lease_lost", "holder": holder}))
 
     def run(self) -> None:
         recorder = self.recorder
         try:
             if self.lease is not None and not self.lease.acquire(self._stop_event, self._on_lease_lost):
                 return  # stopped while waiting as a standby
+            if self.lease is not None and self.on_lease is not None:
+                self.on_lease()
             while not self._stop_event.is_set():
                 started = time.monotonic()
                 try:
@@ -456,17 +468,22 @@ class Service:
     """All enabled cameras of a config, the event store, the bus and (when a camera records) the vault."""
 
     def __init__(self, settings: Settings, *, lease_holder: str | None = None,
-                 lease_ttl_s: float = DEFAULT_TTL_S) -> None:
+                 lease_ttl_s: float = DEFAULT_TTL_S, deliver_alerts: bool = True,
+                 detectors: SharedDetectors | None = None) -> None:
         """``lease_holder`` (unique per process, e.g. :func:`trustcam.storage.leases.holder_id`) runs each camera
-        under a lease with fenced writes, for several machines on one database; None (single box) changes nothing."""
+        under a lease with fenced writes, for several machines on one database; None (single box) changes nothing.
+        ``deliver_alerts=False`` queues alerts in the outbox without sending them: under ``trustcam cluster`` one
+        dispatcher (the head's) delivers every camera's alerts. ``detectors`` replaces the detector service this
+        process would start (under the cluster: the node's pool, ``trustcam.cluster.detector_pool.PoolDetectors``)."""
         self.settings = settings
+        self.deliver_alerts = deliver_alerts
         self.bus = Bus()
         private_dir(settings.data_dir)  # owner-only whatever the umask: footage metadata, drift, snapshots
         warn_legacy_exports(settings.data_dir)
         self.engine = open_database(settings.resolved_database_url)
         self.leases = Leases(self.engine) if lease_holder is not None else None
         self.fences = Fences() if lease_holder is not None else None
-        self.store = EventStore(self.engine, self.fences)
+        self.store = EventStore(self.engine, self.fences, buffer=settings.database_buffer)
         self.store.attach(self.bus)
         self.bus.subscribe(EventEnded, lambda m: log.info("event %s: %s on %s (%.2f)", m.event.id,
                                                           m.event.label, m.event.camera, m.event.best_score))
@@ -497,9 +514,13 @@ class Service:
             from trustcam.storage.recovery import recover
             from trustcam.storage.retention import GuardedVault, RetentionWorker, StorageGuard
 
-            self.recovery = recover(self.vault)  # a crash (kill -9) leaves at most the open segment to clean up
-            log.log(logging.INFO if self.recovery.ok else logging.WARNING, "vault recovery: %s",
-                    self.recovery.summary())
+            # a crash (kill -9) leaves at most the open segment to clean up. With a lease (cluster), other processes
+            # record other cameras on the same root, and until this one holds its camera's lease another may still be
+            # recording it: each camera is recovered alone, by its worker, once it holds the lease
+            if lease_holder is None:
+                self.recovery = recover(self.vault)
+                log.log(logging.INFO if self.recovery.ok else logging.WARNING, "vault recovery: %s",
+                        self.recovery.summary())
             guard = StorageGuard(self.vault, settings, self.bus.publish)
             self.retention = RetentionWorker(self.vault, settings, publish=self.bus.publish, guard=guard)
             sink = GuardedVault(self.vault, guard)
@@ -512,11 +533,12 @@ class Service:
         self.face_models = build_face_models(settings, self.engine, cameras.values())
         self._faces_shredded_at: float | None = None
         # one detector service and one second-opinion model for all cameras, not one per camera (memory)
-        self.detectors = build_shared_detectors(settings) if cameras else None
+        self.detectors = detectors if detectors is not None else build_shared_detectors(settings) if cameras else None
         secondary = build_second_opinion(settings) if cameras else None
         self.workers = [CameraWorker(name, cam, settings, self.bus, snapshots, sink, snapshot_store,
                                      self.face_models, self._lease_keeper(name, lease_holder, lease_ttl_s),
-                                     detectors=self.detectors, secondary=secondary)
+                                     detectors=self.detectors, secondary=secondary,
+                                     on_lease=lambda camera=name: self._recover_camera(camera))
                         for name, cam in cameras.items()]
 
     def _lease_keeper(self, camera: str, holder: str | None, ttl_s: float) -> LeaseKeeper | None:
@@ -524,9 +546,24 @@ class Service:
             return None
         return LeaseKeeper(self.leases, self.fences, camera, holder, ttl_s)
 
+    def _recover_camera(self, camera: str) -> None:
+        """Vault recovery of one camera, run by its worker once it holds the lease (see ``__init__``)."""
+        if self.vault is None:
+            return
+        from trustcam.storage.recovery import recover
+
+        try:
+            report = recover(self.vault, cameras=[camera])
+        except Exception:  # recording goes on: a leftover file is retried at the next start, never lost evidence
+            log.exception("vault recovery of camera %s failed; recording anyway", camera)
+            return
+        log.log(logging.INFO if report.ok else logging.WARNING, "vault recovery of camera %s: %s", camera,
+                report.summary())
+
     def start(self) -> None:
         self.shred_expired_faces()
-        self.alerts.start()
+        if self.deliver_alerts:
+            self.alerts.start()
         if self.retention is not None:
             self.retention.start()
         for worker in self.workers:
@@ -544,6 +581,7 @@ class Service:
             self.detectors.close()  # the detector service, once every camera has stopped calling it
         if self.retention is not None:
             self.retention.stop()
+        self.store.close(timeout=3.0)  # events still buffered (database down): stored now, or logged as not stored
         self.alerts.stop()  # after the cameras: their last alerts are queued; undelivered ones wait in the outbox
         if self._access is not None:
             self._access.close()  # stop the audit timer and sign the head

@@ -240,3 +240,26 @@ def test_an_empty_root_is_not_refilled_from_the_mirror(tmp_path: Path) -> None:
     report = recover(vault)
     assert report.restored == [] and report.missing == [] and "not mounted" in report.warnings[0]
     assert not any(vault.root.rglob("*")) and report.chain_problems == {"front": []}  # read from the mirror
+
+
+def test_recovery_of_one_camera_leaves_the_other_cameras_files_alone(tmp_path: Path) -> None:
+    """Under `trustcam cluster` another process may be writing camera b's segment on the same root while camera a's
+    process recovers: only a's leftovers go, b's open ``.part`` and its not-yet-indexed ``.seg`` stay."""
+    vault = make_vault(tmp_path)
+    vault.store_segment("a", os.urandom(4096), T0, T0 + 10)
+    vault.store_segment("b", os.urandom(4096), T0, T0 + 10)
+    day = time.strftime("%Y-%m-%d", time.gmtime(T0))
+    leftovers = {cam: (vault.root / cam / day / "open.seg.part", vault.root / cam / day / "renamed.seg")
+                 for cam in ("a", "b")}
+    for part, seg in leftovers.values():
+        part.write_bytes(b"\x01" * 100)
+        seg.write_bytes(b"\x02" * 100)
+
+    report = recover(vault, cameras=["a"])
+
+    assert report.cameras == ["a"] and report.chain_problems == {"a": []}
+    assert sorted(report.partial_removed) == [f"a/{day}/open.seg.part"]
+    assert sorted(report.orphans_removed) == [f"a/{day}/renamed.seg"]
+    assert not any(p.exists() for p in leftovers["a"])
+    assert all(p.exists() for p in leftovers["b"])  # the other camera's writer is not a crash's leftover
+    assert recover(vault).orphans_removed == [f"b/{day}/renamed.seg"]  # a whole-vault recovery still cleans it

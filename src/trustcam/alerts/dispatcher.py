@@ -26,6 +26,7 @@ from trustcam.config.schema import Settings
 from trustcam.events.model import CameraCoverage
 from trustcam.monitor.health import HealthAlert, HealthCleared
 from trustcam.monitor.tamper import TamperAlert, TamperCleared
+from trustcam.storage.write_buffer import WriteBuffer, lost_alert, transient
 
 log = logging.getLogger(__name__)
 Outcome = Literal["delivered", "retry", "dead", "unreachable"]
@@ -95,6 +96,9 @@ class AlertDispatcher:
         self.settings = settings
         self.bus = bus
         self.outbox = Outbox(engine)
+        # alerts raised and outcomes settled while the database is unreachable wait here, in order, bounded
+        self.writes = WriteBuffer("alert", settings.database_buffer, on_lost=lambda lost: bus.publish(
+            lost_alert("alert", lost, settings.database_buffer)))
         self.sinks = sinks if sinks is not None else build_sinks(settings, bus)
         self.converter = AlertConverter(bus, identity_cameras=frozenset(
             name for name, cam in settings.cameras.items() if cam.faces.enabled and cam.faces.publish_identity))
@@ -108,12 +112,14 @@ class AlertDispatcher:
 
     def _on_alert(self, alert: Alert) -> None:
         names = [sink.name for sink in self.sinks if sink.accepts(alert)]
-        try:
-            self.outbox.add(alert, names)  # persisted before any attempt: a crash now loses nothing
-        except Exception:  # the database failed: the alert must at least reach the log
+        try:  # persisted before any attempt: a crash now loses nothing; a database outage queues it in memory
+            self.writes.submit(lambda: self._queue(alert, names), f"alert {alert.id} ({alert.kind})")
+        except Exception:  # the database refused it: the alert must at least reach the log
             log.exception("alert %s NOT QUEUED (database error), %s %s: %s", alert.id, alert.severity.value,
                           alert.kind, alert.message)
-            return
+
+    def _queue(self, alert: Alert, names: list[str]) -> None:
+        self.outbox.add(alert, names)  # idempotent: a retried add whose first commit landed queues nothing twice
         for name in names:
             self._wake[name].set()
 
@@ -128,10 +134,12 @@ class AlertDispatcher:
 
     def stop(self, timeout: float = 10.0, drain_s: float = 3.0) -> None:
         """Give reachable sinks up to ``drain_s`` to send what is due (the last alerts before a shutdown), then stop
-        after the current attempt; what is left stays pending in the outbox for the next start."""
+        after the current attempt; what is left stays pending in the outbox for the next start. Alerts waiting for
+        the database get the same ``drain_s`` to be queued first; those still waiting then are lost (logged)."""
         deadline = time.monotonic() + drain_s
+        self.writes.flush(drain_s)
         for sink in self.sinks if self._threads else []:
-            while sink.ready() and time.monotonic() < deadline and self.outbox.due(sink.name, time.time(), limit=1):
+            while sink.ready() and time.monotonic() < deadline and self._due_now(sink.name):
                 self._wake[sink.name].set()
                 time.sleep(0.02)
         self._stop.set()
@@ -142,6 +150,13 @@ class AlertDispatcher:
         self._threads.clear()
         for sink in self.sinks:
             sink.stop()
+        self.writes.close(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _due_now(self, sink: str) -> bool:
+        try:
+            return bool(self.outbox.due(sink, time.time(), limit=1))
+        except Exception:  # the database is away: nothing to drain that we could mark delivered
+            return False
 
     def wake(self, sinks: list[str] | None = None) -> None:
         """Look at the outbox now (e.g. after dead letters were replayed) instead of at the next poll."""
@@ -162,10 +177,14 @@ class AlertDispatcher:
                 except Exception:
                     log.exception("%s: heartbeat failed", sink.name)
             rows: list[Delivery] = []
+            next_due: float | None = None
             try:
                 # claimed (leased) for this worker alone: dispatchers sharing a PostgreSQL database never send one
-                # alert twice; rows not settled here (stop, sink unreachable, an error) are handed back at once
-                rows = self.outbox.claim(sink.name, now) if sink.ready() else []
+                # alert twice; rows not settled here (stop, sink unreachable, an error) are handed back at once.
+                # While writes wait for the database (an outage) nothing is claimed: the buffered alerts and
+                # outcomes go in first, and the worker does not hammer a server that is down
+                waiting = self.writes.pending > 0
+                rows = self.outbox.claim(sink.name, now) if sink.ready() and not waiting else []
                 unsettled = list(rows)
                 try:
                     for row in rows:
@@ -174,10 +193,14 @@ class AlertDispatcher:
                         unsettled.remove(row)
                 finally:
                     self.outbox.release(unsettled)
-                next_due = self.outbox.next_due(sink.name) if not rows else time.time()
-            except Exception:  # the database is locked or gone: keep the worker alive, retry shortly
-                log.exception("%s: alert worker error", sink.name)
-                next_due = None
+                if not waiting:
+                    next_due = self.outbox.next_due(sink.name) if not rows else time.time()
+            except Exception as exc:  # the database is locked or gone: keep the worker alive, retry shortly
+                if transient(exc):
+                    log.warning("%s: alert worker cannot reach the database (%s); retrying", sink.name,
+                                type(exc).__name__)
+                else:
+                    log.exception("%s: alert worker error", sink.name)
             if rows and sink.ready():
                 continue
             wait = next_heartbeat - time.time()
@@ -201,18 +224,22 @@ class AlertDispatcher:
             attempts = row.attempts + 1
             dead = sink.max_attempts is not None and attempts >= sink.max_attempts
             if dead:
-                self.outbox.dead(row.id, attempts, error)
+                self.writes.submit(lambda: self.outbox.dead(row.id, attempts, error), f"alert {alert.id} dead")
                 log.error("alert %s (%s, %s) to %s given up after %d attempts, moved to the dead-letter queue "
                           "(`trustcam alerts dlq`, `trustcam alerts replay`): %s", alert.id, alert.kind,
                           alert.severity.value, sink.name, attempts, error)
             else:
-                self.outbox.retry(row.id, attempts, error, time.time() + sink.retry_delay(attempts))
+                at = time.time() + sink.retry_delay(attempts)
+                self.writes.submit(lambda: self.outbox.retry(row.id, attempts, error, at), f"alert {alert.id} retry")
                 log.info("alert %s to %s: attempt %d failed (%s); retrying", alert.id, sink.name, attempts, error)
             self.bus.publish(AlertDeliveryFailed(alert.id, sink.name, error, attempts, dead))
             return AttemptResult(row, "dead" if dead else "retry", error)
         attempts = row.attempts + 1
         latency = time.time() - (alert.source_time if alert.source_time is not None else alert.time)
-        self.outbox.delivered(row.id, attempts, latency)
+        # sent: the outcome must reach the database even if it just went away, or the row is sent again once the
+        # claim's lease ends (buffered, it is stored before the worker claims anything again)
+        self.writes.submit(lambda: self.outbox.delivered(row.id, attempts, latency),
+                           f"alert {alert.id} delivered to {sink.name}")
         self.bus.publish(AlertDelivered(alert.id, sink.name, attempts, latency))
         return AttemptResult(row, "delivered")
 

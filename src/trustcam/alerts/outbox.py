@@ -166,6 +166,17 @@ class Outbox:
         with Session(self.engine) as session:
             return [Delivery.of(row) for row in session.scalars(query)]
 
+    def recent_alerts(self, limit: int = 100) -> list[Alert]:
+        """The newest queued alerts, newest first, each once (one row per sink): the alerts page of a process whose
+        bus does not see them (``trustcam cluster``: cameras raise alerts in other processes)."""
+        query = select(OutboxRow.alert_id, OutboxRow.alert).order_by(OutboxRow.id.desc()).limit(limit * 8)
+        seen: dict[str, Alert] = {}
+        with Session(self.engine) as session:
+            for alert_id, payload in session.execute(query):
+                if alert_id not in seen:
+                    seen[alert_id] = Alert.from_json(payload)
+        return sorted(seen.values(), key=lambda a: a.time, reverse=True)[:limit]
+
     def replay(self, row_ids: Iterable[int] | None = None) -> list[int]:
         """Dead rows back to pending with fresh attempts (all of them when ``row_ids`` is None); returns their ids."""
         query = select(OutboxRow.id).where(OutboxRow.state == "dead")

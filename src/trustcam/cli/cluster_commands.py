@@ -14,13 +14,19 @@ import typer
 
 from trustcam.cli.common import say, user_errors
 from trustcam.config import load_settings
-from trustcam.storage.leases import DEFAULT_TTL_S
 
 cluster_app = typer.Typer(help="Many machines: a Ray head places one actor per camera on the worker nodes.",
                           no_args_is_help=True)
 log = logging.getLogger("trustcam.cluster")
 STATUS_EVERY_S = 60.0
 
+NodeManagerPort = Annotated[int | None, typer.Option(help="Ray node manager (raylet) port, for a firewall rule "
+                                                           "(default: random).")]
+ObjectManagerPort = Annotated[int | None, typer.Option(help="Ray object manager port (default: random).")]
+MinWorkerPort = Annotated[int | None, typer.Option(help="Lowest port of the node's Ray worker processes (camera "
+                                                        "actors); default 10002.")]
+MaxWorkerPort = Annotated[int | None, typer.Option(help="Highest port of the node's Ray worker processes; default "
+                                                        "19999.")]
 ConfigArg = Annotated[Path, typer.Option("--config", "-c", help="YAML configuration file (database_url: "
                                                                 "postgresql://…, shared by every node).")]
 
@@ -33,24 +39,35 @@ def register(app: typer.Typer) -> None:
 def head(
     config: ConfigArg,
     port: Annotated[int, typer.Option(help="Ray head port the workers join (--address HEAD:PORT).")] = 6379,
-    lease_ttl: Annotated[float, typer.Option(help="Camera lease TTL (s): a dead node's cameras move after at most "
-                                                  "this plus Ray's node-death detection.")] = DEFAULT_TTL_S,
+    lease_ttl: Annotated[float | None, typer.Option(help="Camera lease TTL (s), overriding cluster.lease_ttl_s: a "
+                                                         "dead node's cameras move after at most this plus Ray's "
+                                                         "node-death detection.")] = None,
+    web: Annotated[bool, typer.Option(help="Serve the web UI and API for every camera of the cluster (server.* "
+                                           "settings; --no-web: API-less head).")] = True,
     num_cpus: Annotated[int, typer.Option(help="CPUs the head offers Ray (it hosts no camera).")] = 1,
     temp_dir: Annotated[Path | None, typer.Option(help="Ray's temporary folder (default /tmp/ray).")] = None,
     wait_workers: Annotated[int, typer.Option(help="Place the cameras once this many worker nodes have joined "
                                                    "(spreads them; else the first worker gets them all).")] = 0,
+    node_manager_port: NodeManagerPort = None,
+    object_manager_port: ObjectManagerPort = None,
+    min_worker_port: MinWorkerPort = None,
+    max_worker_port: MaxWorkerPort = None,
 ) -> None:
-    """Start the Ray head and run one camera actor per enabled camera on the workers until Ctrl-C or SIGTERM."""
+    """Start the Ray head and run one camera actor per enabled camera on the workers until Ctrl-C or SIGTERM; the
+    head also delivers every camera's alerts, raises a health alert when a node is lost, and serves the web UI."""
     from trustcam.cluster import control
+    from trustcam.cluster.detector_pool import stop_pools
+    from trustcam.cluster.head import ClusterHead
 
     with user_errors():
         settings = load_settings(config)
         cameras = control.check_cluster_settings(settings)
-        settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})  # the same on every node
+        settings = control.absolute_paths(settings)  # the same on every node
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        node = control.start_process(control.head_command(port, num_cpus, temp_dir))
+        ports = control.RayPorts(node_manager_port, object_manager_port, min_worker_port, max_worker_port)
+        node = control.start_process(control.head_command(port, num_cpus, temp_dir, ports))
         try:
             control.connect(f"127.0.0.1:{port}")
             if wait_workers:
@@ -58,14 +75,20 @@ def head(
                     f"{os.uname().nodename}:{port}")
             if not control.wait_for_workers(wait_workers, stop):
                 return
-            placed = control.place_cameras(settings, cameras, lease_ttl)
+            cluster_head = ClusterHead(settings, cameras, config.resolve())  # creates the vault keys once
+            placed = control.place_cameras(settings, cameras, lease_ttl or settings.cluster.lease_ttl_s)
             say(f"running {len(placed)} camera(s) on the cluster at port {port}; workers join with: "
                 f"trustcam cluster worker --address {os.uname().nodename}:{port}")
-            while not stop.wait(STATUS_EVERY_S):
-                for line in control.status_lines(control.status(settings)):
-                    log.info(line)
-            say("stopping: finishing open events and releasing the camera leases")
-            control.stop_cameras(placed)
+            cluster_head.start(web=web, say=say)
+            try:
+                while not stop.wait(STATUS_EVERY_S):
+                    for line in control.status_lines(control.status(settings)):
+                        log.info(line)
+                say("stopping: finishing open events and releasing the camera leases")
+                control.stop_cameras(placed)
+                stop_pools()  # detached (they outlive any one camera), so stopped explicitly
+            finally:
+                cluster_head.stop()  # after the cameras: their last alerts are in the outbox for its dispatcher
         finally:
             _shutdown_ray()
             control.stop_process(node)
@@ -84,12 +107,17 @@ def worker(
     cameras: Annotated[int, typer.Option(help="How many cameras this node may run.")] = 4,
     site: Annotated[str | None, typer.Option(help="Site label: the node also offers the resource site-<S>.")] = None,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs offered to Ray (default: all of this machine's).")] = None,
+    node_manager_port: NodeManagerPort = None,
+    object_manager_port: ObjectManagerPort = None,
+    min_worker_port: MinWorkerPort = None,
+    max_worker_port: MaxWorkerPort = None,
 ) -> None:
     """Join the cluster as a worker node offering ``--cameras`` camera slots; runs until stopped (Ctrl-C, SIGTERM)."""
     from trustcam.cluster import control
 
     with user_errors():
-        command = control.worker_command(address, cameras, site, num_cpus or os.cpu_count() or 1)
+        ports = control.RayPorts(node_manager_port, object_manager_port, min_worker_port, max_worker_port)
+        command = control.worker_command(address, cameras, site, num_cpus or os.cpu_count() or 1, ports)
         say(f"joining {address} with {cameras} camera slot(s)")
         os.execv(command[0], command)  # this process becomes the Ray node: signals and exit status are Ray's
 

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from trustcam.config.schema import Settings
+from trustcam.monitor.status import StatusBoard
 from trustcam.storage.leases import holder_id
 
 log = logging.getLogger(__name__)
@@ -21,13 +22,18 @@ HEALTH_EVERY_S = 1.0  # how often the actor publishes camera health alerts, as `
 
 
 def one_camera(settings: Settings, camera: str) -> Settings:
-    """``settings`` with only ``camera``: each actor runs its own camera and nothing else."""
-    return settings.model_copy(update={"cameras": {camera: settings.cameras[camera]}})
+    """``settings`` in which only ``camera`` is enabled: each actor runs its own camera and nothing else. The other
+    cameras stay in (disabled) because shared parts read their config: retention applies each camera's own policy
+    to the segments it shreds on the shared storage, whichever actor runs the pass."""
+    cameras = {name: cam if name == camera else cam.model_copy(update={"enabled": False})
+               for name, cam in settings.cameras.items()}
+    return settings.model_copy(update={"cameras": cameras})
 
 
 class CameraActor:
     """Runs one camera under its lease (a new holder per actor incarnation, so a restarted actor fences its previous
-    life at once). When the lease is lost the process exits: Ray restarts the actor, which then waits as a standby."""
+    life at once). When the lease is lost the process exits: Ray restarts the actor, which then waits as a standby.
+    Alerts are queued in the shared outbox, not sent: the head's dispatcher delivers them once for the cluster."""
 
     def __init__(self, settings: Settings, camera: str, lease_ttl_s: float) -> None:
         from trustcam.service import Service
@@ -36,7 +42,16 @@ class CameraActor:
         self.camera = camera
         self.holder = holder_id()
         self.started = time.time()
-        self.service = Service(one_camera(settings, camera), lease_holder=self.holder, lease_ttl_s=lease_ttl_s)
+        detectors = None
+        if settings.cluster.detector_pool:
+            from trustcam.cluster.detector_pool import PoolDetectors
+
+            detectors = PoolDetectors(settings)  # the node's pool: one model process for all its cameras
+        self.service = Service(one_camera(settings, camera), lease_holder=self.holder, lease_ttl_s=lease_ttl_s,
+                               deliver_alerts=False, detectors=detectors)  # type: ignore[arg-type]
+        worker = self.service.workers[0]
+        # the camera's conditions (health, tamper, drift, coverage, canary) as the web UI shows them, for the head
+        self.board = StatusBoard(self.service.bus, [camera], {camera: worker.stream.stats})
         self._stopping = threading.Event()
         self.service.start()
         threading.Thread(target=self._watch, name=f"watch-{camera}", daemon=True).start()
@@ -52,20 +67,29 @@ class CameraActor:
             if worker.lease_lost is not None:
                 log.error("camera %s: %s; ending this actor so that Ray restarts it as a standby", self.camera,
                           worker.lease_lost)
+                time.sleep(HEALTH_EVERY_S)  # the lease_lost alert reaches the outbox (the bus is synchronous)
                 os._exit(3)  # not ray.actor.exit_actor(): an intentional exit would not be restarted
             return
 
     def state(self) -> dict[str, Any]:
-        """Where this camera runs and how it is doing (``trustcam cluster status``)."""
+        """Where this camera runs and how it is doing (``trustcam cluster status``, the head's web UI)."""
         import ray
 
         worker = self.service.workers[0]
         lease = worker.lease.lease if worker.lease is not None else None
+        stream, stats = worker.stream.stats, worker.pipeline.stats
+        now = time.time()
+        recorder = worker.recorder.stats if worker.recorder is not None else None
         return {"camera": self.camera, "node_id": ray.get_runtime_context().get_node_id(),
-                "host": socket.gethostname(), "pid": os.getpid(), "holder": self.holder,
-                "token": lease.token if lease is not None else None, "frames": worker.pipeline.stats.frames,
-                "connected": worker.stream.stats.connected, "lease_lost": worker.lease_lost,
-                "started": self.started}
+                "node_ip": ray.util.get_node_ip_address(), "host": socket.gethostname(), "pid": os.getpid(),
+                "holder": self.holder, "token": lease.token if lease is not None else None,
+                "frames": stats.frames, "connected": stream.connected, "lease_lost": worker.lease_lost,
+                "started": self.started, "time": now,
+                # lag: how old the newest analysed frame is (capture time), None before the first one
+                "lag_s": round(now - stats.last_time, 3) if stats.last_time is not None else None,
+                "detector": {"calls": stats.detector_calls, "seconds": round(stats.detector_seconds, 3)},
+                "recording": {"stored": recorder.stored, "failed": recorder.failed} if recorder else None,
+                "board": self.board.camera(self.camera)}
 
     def stop(self) -> None:
         """A clean stop: open events finished, then the lease released, so the next holder starts at once."""

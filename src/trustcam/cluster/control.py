@@ -57,29 +57,53 @@ def check_cluster_settings(settings: Settings) -> list[str]:
     cameras = [name for name, cam in settings.cameras.items() if cam.enabled]
     if not cameras:
         raise ConfigError("no enabled camera; add one under 'cameras:'")
-    recording = [name for name in cameras if settings.cameras[name].record.enabled]
-    if recording:
-        raise ConfigError(f"camera(s) {', '.join(recording)}: record.enabled is not supported under trustcam cluster "
-                          "yet (vault start-up recovery assumes one process per storage root); set record.enabled: "
-                          "false for them or run them with trustcam run")
     return cameras
 
 
-def head_command(port: int, num_cpus: int, temp_dir: Path | None) -> list[str]:
+def absolute_paths(settings: Settings) -> Settings:
+    """``settings`` with data_dir and the vault's relative paths made absolute against the head's working folder:
+    the actors run in Ray's working folder, and every node must use the same paths (shared storage). ``~`` paths
+    (the key files by default) stay as they are: each node's service user has its own home with its copy."""
+    vault = settings.vault
+    fields = ("root", "mirror", "key_file", "signing_key_file", "witness_file")
+    absolute = {name: getattr(vault, name).absolute() for name in fields
+                if getattr(vault, name) is not None and not str(getattr(vault, name)).startswith("~")}
+    return settings.model_copy(update={"data_dir": settings.data_dir.resolve(),
+                                       "vault": vault.model_copy(update=absolute)})
+
+
+@dataclass(frozen=True)
+class RayPorts:
+    """The node's Ray ports that a firewall must let through between nodes; None leaves Ray's choice (random for
+    the node and object managers, 10002-19999 for worker processes)."""
+
+    node_manager: int | None = None
+    object_manager: int | None = None
+    min_worker: int | None = None
+    max_worker: int | None = None
+
+    def options(self) -> list[str]:
+        pairs = (("node-manager-port", self.node_manager), ("object-manager-port", self.object_manager),
+                 ("min-worker-port", self.min_worker), ("max-worker-port", self.max_worker))
+        return [f"--{name}={value}" for name, value in pairs if value is not None]
+
+
+def head_command(port: int, num_cpus: int, temp_dir: Path | None, ports: RayPorts = RayPorts()) -> list[str]:
     """``ray start --head`` offering no camera resource: cameras run on the workers, the head runs the driver."""
     command = [*ray_command(), "start", "--head", f"--port={port}", f"--num-cpus={num_cpus}",
                f"--resources={json.dumps({CAMERA_RESOURCE: 0})}", "--include-dashboard=false",
-               "--disable-usage-stats", "--block"]
+               "--disable-usage-stats", "--block", *ports.options()]
     return command + ([f"--temp-dir={temp_dir}"] if temp_dir is not None else [])
 
 
-def worker_command(address: str, cameras: int, site: str | None, num_cpus: int) -> list[str]:
+def worker_command(address: str, cameras: int, site: str | None, num_cpus: int,
+                   ports: RayPorts = RayPorts()) -> list[str]:
     """``ray start --address`` offering ``cameras`` camera slots (and ``site-<S>``, for placing cameras by site)."""
     resources: dict[str, float] = {CAMERA_RESOURCE: cameras}
     if site:
         resources[f"site-{site}"] = 1000
     return [*ray_command(), "start", f"--address={address}", f"--num-cpus={num_cpus}",
-            f"--resources={json.dumps(resources)}", "--disable-usage-stats", "--block"]
+            f"--resources={json.dumps(resources)}", "--disable-usage-stats", "--block", *ports.options()]
 
 
 def start_process(command: Sequence[str]) -> subprocess.Popen[bytes]:
@@ -181,15 +205,26 @@ def lease_rows(settings: Settings) -> dict[str, dict[str, Any]]:
     return {r.camera: {"holder": r.holder, "token": int(r.token), "expires_at": float(r.expires_at)} for r in rows}
 
 
-def camera_state(camera: str) -> dict[str, Any] | None:
-    """The camera actor's own report, None while it is not running (being restarted, or not placed)."""
+def camera_states(cameras: Sequence[str], timeout_s: float = STATE_TIMEOUT_S) -> dict[str, dict[str, Any] | None]:
+    """Each camera actor's own report, asked of all at once; None for a camera whose actor is not running now (not
+    placed, being restarted after its node died, or too slow to answer within ``timeout_s``)."""
     import ray
 
-    try:
-        handle = ray.get_actor(actor_name(camera), namespace=NAMESPACE)
-        return dict(ray.get(handle.state.remote(), timeout=STATE_TIMEOUT_S))
-    except Exception:  # not found, dead, restarting or too slow: all mean "not running now" for a status line
-        return None
+    pending = {}
+    for camera in cameras:
+        try:
+            pending[camera] = ray.get_actor(actor_name(camera), namespace=NAMESPACE).state.remote()
+        except ValueError:  # no such actor (not placed yet, or killed for good)
+            continue
+    if pending:
+        ray.wait(list(pending.values()), num_returns=len(pending), timeout=timeout_s)
+    states: dict[str, dict[str, Any] | None] = dict.fromkeys(cameras)
+    for camera, ref in pending.items():
+        try:
+            states[camera] = dict(ray.get(ref, timeout=0))
+        except Exception:  # dead, restarting or too slow: all mean "not running now" for a status line
+            ray.cancel(ref)
+    return states
 
 
 def status(settings: Settings) -> dict[str, Any]:
@@ -198,11 +233,14 @@ def status(settings: Settings) -> dict[str, Any]:
 
     nodes = [{"node_id": n["NodeID"], "alive": bool(n["Alive"]), "address": n.get("NodeManagerAddress"),
               "camera_slots": n.get("Resources", {}).get(CAMERA_RESOURCE, 0)} for n in ray.nodes()]
+    from trustcam.cluster.detector_pool import pool_stats
+
+    pools = pool_stats(timeout_s=STATE_TIMEOUT_S)
+    for node in nodes:
+        node["detector_pool"] = pools.get(node["node_id"])
     leases = lease_rows(settings)
-    cameras = {}
-    for name, cam in settings.cameras.items():
-        if cam.enabled:
-            cameras[name] = {"actor": camera_state(name), "lease": leases.get(name)}
+    states = camera_states([name for name, cam in settings.cameras.items() if cam.enabled])
+    cameras = {name: {"actor": state, "lease": leases.get(name)} for name, state in states.items()}
     return {"nodes": nodes, "cameras": cameras}
 
 
@@ -211,11 +249,12 @@ def status_lines(report: dict[str, Any], now: float | None = None) -> list[str]:
     lines = []
     for n in report["nodes"]:
         lines.append(f"node {n['node_id'][:12]} {'alive' if n['alive'] else 'DEAD'} at {n['address']}, "
-                     f"{n['camera_slots']:g} camera slot(s)")
+                     f"{n['camera_slots']:g} camera slot(s){_pool(n.get('detector_pool'))}")
     for name, c in report["cameras"].items():
         actor, lease = c["actor"], c["lease"]
-        where = (f"on node {actor['node_id'][:12]} (pid {actor['pid']}), {actor['frames']} frames"
-                 if actor else "not running (starting or being restarted)")
+        where = (f"on node {actor['node_id'][:12]} (pid {actor['pid']}), {actor['frames']} frames, "
+                 f"{_lag(actor)}, {actor['detector']['calls']} detector calls" if actor
+                 else "not running (starting or being restarted)")
         if lease is None or lease["holder"] is None:
             held = "lease free"
         else:
@@ -224,3 +263,18 @@ def status_lines(report: dict[str, Any], now: float | None = None) -> list[str]:
                    f" {abs(left):.0f} s {'from now' if left >= 0 else 'ago'})"
         lines.append(f"camera {name}: {where}; {held}")
     return lines
+
+
+def _lag(actor: dict[str, Any]) -> str:
+    """How old the newest analysed frame was when the actor answered (real time: under a second or two)."""
+    lag = actor.get("lag_s")
+    return "no frame analysed yet" if lag is None else f"lag {lag:.1f} s"
+
+
+def _pool(pool: dict[str, Any] | None) -> str:
+    """The node's detector pool: how many model calls, how many camera requests they carried, batch sizes."""
+    if not pool:
+        return ""
+    return (f"; detector pool {pool['model']}: {pool['calls']} model calls for {pool['requests']} requests from "
+            f"{pool['callers']} camera(s), batch {pool['mean_batch']:.2f} mean, {pool['max_batch']} largest, "
+            f"{pool['mixed_calls']} shared by several cameras")

@@ -695,6 +695,22 @@ class CameraGroupConfig(StrictModel):
         return value
 
 
+class ClusterConfig(StrictModel):
+    lease_ttl_s: float = Field(
+        15.0, ge=3.0, le=300.0,
+        description="`trustcam cluster`: a camera's lease lasts this long unless renewed (every third of it). A dead "
+        "or partitioned node's cameras move after at most this plus Ray's node-death detection; shorter moves "
+        "sooner but a database pause longer than this stops cameras (they fence themselves off).")
+    detector_pool: bool = Field(
+        True, description="One detector pool per node (a Ray actor with the model in one process) shared by the "
+        "node's camera processes, which batches their calls; false: a model process per camera (more memory, no "
+        "cross-camera batching, ~10 ms less per call on an idle CPU).")
+    node_check_s: float = Field(
+        2.0, gt=0.0, le=60.0,
+        description="How often the head looks at the Ray nodes and the camera actors (health alert naming a lost "
+        "node, the web UI's camera states).")
+
+
 class Settings(StrictModel):
     data_dir: Path = Field(
         Path("var"), description="Database and snapshots live here (relative to the working directory)."
@@ -702,12 +718,19 @@ class Settings(StrictModel):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/trustcam.db."
     )
+    database_buffer: int = Field(
+        10_000, ge=1, le=1_000_000, description="While the database is unreachable (a PostgreSQL restart), up to "
+        "this many event writes and as many alert writes wait in memory and are stored in order once it is back; "
+        "beyond it the oldest are dropped, logged and reported by a health alert (docs/scale.md)."
+    )
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Object detector (all cameras).")
     tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="Multi-object tracking.")
     assess: AssessConfig = Field(default_factory=AssessConfig, description="Accuracy assessment and model updates.")
     vault: VaultConfig = Field(default_factory=VaultConfig, description="Encrypted, tamper-evident recordings.")
     server: ServerConfig = Field(default_factory=ServerConfig, description="HTTPS server: web UI and REST API.")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Where alerts are delivered.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig,
+                                   description="Many machines (`trustcam cluster`): camera leases and node checks.")
     cameras: dict[str, CameraConfig] = Field(default_factory=dict, description="Cameras by name.")
     camera_groups: dict[str, CameraGroupConfig] = Field(
         default_factory=dict, description="Named groups of cameras for the web UI's camera grid (e.g. outside: "

@@ -15,6 +15,10 @@ from trustcam.storage.private import private_dir, private_file, tighten
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 MIGRATION_LOCK = 0x7472757374636D01  # PostgreSQL advisory lock key held while migrating ("trustcm" + 1)
+# libpq: a server that does not answer (a partitioned network, not a refused port) fails a connection attempt after
+# 5 s and a connection whose data goes unacknowledged after 10 s, instead of after the kernel's minutes: a write
+# that meets an outage fails fast and waits in the local buffer (storage/write_buffer.py). A URL's own values win.
+PG_TIMEOUTS = {"connect_timeout": 5, "tcp_user_timeout": 10_000}
 
 
 class DatabaseError(UserError):
@@ -68,7 +72,10 @@ def open_database(url: str) -> Engine:
         database = sqlite_file(url)
         if database is not None:
             _private_sqlite(database)
-        engine = create_engine(engine_url(url), pool_pre_ping=make_url(url).get_backend_name() == "postgresql")
+        postgres = make_url(url).get_backend_name() == "postgresql"
+        engine = create_engine(engine_url(url), pool_pre_ping=postgres,  # pooled connections die with a restart
+                               connect_args={k: v for k, v in PG_TIMEOUTS.items() if k not in make_url(url).query}
+                               if postgres else {})
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         config = Config()

@@ -11,6 +11,7 @@ from trustcam.bus import Bus
 from trustcam.events.model import Event, EventEnded
 from trustcam.storage.faces import ERASED, UNKNOWN
 from trustcam.storage.schema import EventRow, FaceIdentityRow
+from trustcam.storage.write_buffer import DEFAULT_CAPACITY, WriteBuffer, lost_alert
 
 if TYPE_CHECKING:
     from trustcam.storage.leases import Fences
@@ -19,12 +20,30 @@ NOT_IDENTITIES = {None, UNKNOWN, ERASED}
 
 
 class EventStore:
-    def __init__(self, engine: Engine, fences: Fences | None = None) -> None:
+    def __init__(self, engine: Engine, fences: Fences | None = None, buffer: int = DEFAULT_CAPACITY) -> None:
+        """``buffer``: events kept in memory while the database is unreachable (``database_buffer``)."""
         self.engine = engine
         self.fences = fences  # camera leases (several machines): a stale worker's event is refused (LeaseLost)
+        self._bus: Bus | None = None
+        self.writes = WriteBuffer("event", buffer, on_lost=self._report_lost)
 
     def attach(self, bus: Bus) -> None:
-        bus.subscribe(EventEnded, lambda message: self.save(message.event))
+        """Store every ended event; while the database is away they wait in :attr:`writes` (the camera thread that
+        publishes ``EventEnded`` never waits on a database that is down) and are stored, in order, once it is back."""
+        self._bus = bus
+        bus.subscribe(EventEnded, lambda message: self.save_soon(message.event))
+
+    def save_soon(self, event: Event) -> None:
+        """:meth:`save` now, or once the database is back (see :class:`WriteBuffer`)."""
+        self.writes.submit(lambda: self.save(event), f"event {event.id} ({event.camera}, {event.label})")
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Give events still waiting for the database ``timeout`` s to be stored (at shutdown, after the cameras)."""
+        self.writes.close(timeout)
+
+    def _report_lost(self, lost: int) -> None:
+        if self._bus is not None:
+            self._bus.publish(lost_alert("event", lost, self.writes.capacity))
 
     def save(self, event: Event) -> None:
         data = event.to_json()

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,29 +78,40 @@ def _roots(vault: Vault) -> list[Path]:
     return [r for r in roots if r.is_dir()]
 
 
-def recover(vault: Vault, deep: bool = False) -> RecoveryReport:
+def _files(base: Path, pattern: str, cameras: Sequence[str] | None) -> list[Path]:
+    """``pattern`` files under the whole root, or only under the given cameras' folders (``<camera>/…``)."""
+    if cameras is None:
+        return sorted(base.rglob(pattern))
+    return sorted(f for camera in cameras for f in (base / camera).rglob(pattern))
+
+
+def recover(vault: Vault, deep: bool = False, cameras: Sequence[str] | None = None) -> RecoveryReport:
     """Scan the vault's storage and database, repair what a crash can leave, and report it.
 
-    ``deep`` also decrypts and re-hashes every segment while verifying chains (slow; for audits).
+    ``deep`` also decrypts and re-hashes every segment while verifying chains (slow; for audits). ``cameras``
+    limits recovery to those cameras' rows and folders: under ``trustcam cluster`` each camera's process shares the
+    storage root with other cameras' live processes, whose open ``.part`` segment is not a crash's leftover.
     """
     report = RecoveryReport()
     root = Path(vault.root)
     roots = _roots(vault)
+    query = select(SegmentRow.id, SegmentRow.camera, SegmentRow.path, SegmentRow.deleted_at)
+    if cameras is not None:
+        query = query.where(SegmentRow.camera.in_(list(cameras)))
     with Session(vault.engine) as session:
-        rows = list(session.execute(select(SegmentRow.id, SegmentRow.camera, SegmentRow.path,
-                                           SegmentRow.deleted_at)))
+        rows = list(session.execute(query))
     live = {r.path: r for r in rows if r.deleted_at is None}
     report.cameras = sorted({r.camera for r in rows})
 
     live_files: dict[Path, int] = {}
     for base in roots:
-        for part in sorted(base.rglob("*.part")):
+        for part in _files(base, "*.part", cameras):
             rel = part.relative_to(base).as_posix()
             size = part.stat().st_size
             part.unlink(missing_ok=True)
             report.partial_removed.append(rel if base == root else f"{base}/{rel}")
             log.warning("recovery: removed unfinished segment %s (%d bytes, open at the crash)", rel, size)
-        segs = sorted(base.rglob("*.seg"))
+        segs = _files(base, "*.seg", cameras)
         orphans = [s for s in segs if s.relative_to(base).as_posix() not in live]
         live_files[base] = len(segs) - len(orphans)
         if not rows and len(orphans) > 1:

@@ -102,21 +102,26 @@ class WebServer:
 
 
 def start_for_service(service: Service, config_path: Path, say: Callable[[str], None]) -> WebServer:
-    """`trustcam run`: start the server for ``service`` and tell the user where it is, how to check the
-    certificate and, on first start, the one-time setup token."""
+    """`trustcam run`: start the server for ``service``'s cameras (see :func:`start_web`)."""
+    return start_web(AppContext.for_service(service, config_path), say)
+
+
+def start_web(ctx: AppContext, say: Callable[[str], None]) -> WebServer:
+    """Start the server for ``ctx`` (`trustcam run`, or the head of `trustcam cluster`) and tell the user where it
+    is, how to check the certificate and, on first start, the one-time setup token."""
     from trustcam.security.setup import ensure_setup_token, token_path
     from trustcam.web.tls import ensure_certificate
 
-    settings = service.settings
+    settings = ctx.settings
     tls = None if settings.server.insecure_http else ensure_certificate(settings)
-    server = WebServer(AppContext.for_service(service, config_path), tls)
+    server = WebServer(ctx, tls)
     server.start()
     say(f"web UI and API: {server.url}")
     if tls is not None:
         origin = f"self-signed, {tls.cert}" if tls.generated else str(tls.cert)
         say(f"TLS certificate SHA-256 fingerprint ({origin}): {tls.fingerprint}")
         say("  compare it with the one your browser shows before you log in")
-    token = ensure_setup_token(settings, service.engine)
+    token = ensure_setup_token(settings, ctx.engine)
     if token is not None:
         say(f"first start, no user yet: open {server.url} and create the admin with the setup token {token} "
             f"(also in {token_path(settings)}, readable only by this user; it stops working once used)")

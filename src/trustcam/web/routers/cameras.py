@@ -145,6 +145,8 @@ class GridCamera(ApiModel):
     recording: bool = Field(description="record.enabled: the stream is recorded into the evidence vault.")
     live: bool = Field(description="A live frame is available (snapshot.jpg and live.mjpeg answer).")
     second_opinion: SecondOpinionStatus = Field(description="The run-time second opinion against evasion attacks.")
+    node: str | None = Field(None, description="Under `trustcam cluster`: the address of the node running the camera "
+                             "(null while it moves); null on a single box.")
 
 
 class GridGroup(ApiModel):

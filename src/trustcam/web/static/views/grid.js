@@ -33,7 +33,9 @@ function tileBadges(cam) {
   return [cameraBadges(cam, { fps: false }),
     cam.canary ? null : h("span", { title: "The canary self-test has not run yet" }, badge("canary pending", "muted")),
     badge(cam.recording ? "recording" : "not recorded", cam.recording ? "ok" : "muted"),
-    secondOpinionBadge(cam.second_opinion)];
+    secondOpinionBadge(cam.second_opinion),
+    cam.node ? h("span", { title: `Runs on cluster node ${cam.node}`, class: "tile-node" }, badge(`node ${cam.node}`, "muted"))
+      : null];
 }
 
 /** One tile: a link to the camera's live view holding its picture, name and badges. */

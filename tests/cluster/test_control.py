@@ -1,0 +1,23 @@
+"""The `ray start` command lines `trustcam cluster head|worker` run (no Ray started here)."""
+
+from __future__ import annotations
+
+import json
+
+from trustcam.cluster.control import RayPorts, head_command, worker_command
+
+
+def test_pinned_ray_ports_reach_ray_start_so_a_firewall_can_name_them() -> None:
+    ports = RayPorts(node_manager=6380, object_manager=6381, min_worker=11000, max_worker=11031)
+    worker = worker_command("head:6379", 8, "north", 4, ports)
+    assert worker[1:3] == ["start", "--address=head:6379"]
+    assert json.loads(next(a for a in worker if a.startswith("--resources="))[12:]) == {"camera": 8,
+                                                                                       "site-north": 1000}
+    for option in ("--node-manager-port=6380", "--object-manager-port=6381", "--min-worker-port=11000",
+                   "--max-worker-port=11031"):
+        assert option in worker and option in head_command(6379, 1, None, ports)
+
+
+def test_unpinned_ports_are_left_to_ray() -> None:
+    assert not any("port" in a for a in worker_command("head:6379", 2, None, 1))
+    assert [a for a in head_command(6379, 1, None) if "port" in a] == ["--port=6379"]
