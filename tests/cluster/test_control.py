@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from trustcam.cluster.control import RayPorts, head_command, worker_command
+from trustcam.cluster.control import RayPorts, camera_resources, head_command, worker_command
 
 
 def test_pinned_ray_ports_reach_ray_start_so_a_firewall_can_name_them() -> None:
@@ -21,3 +21,14 @@ def test_pinned_ray_ports_reach_ray_start_so_a_firewall_can_name_them() -> None:
 def test_unpinned_ports_are_left_to_ray() -> None:
     assert not any("port" in a for a in worker_command("head:6379", 2, None, 1))
     assert [a for a in head_command(6379, 1, None) if "port" in a] == ["--port=6379"]
+
+
+def test_a_camera_with_a_site_asks_for_that_sites_resource() -> None:
+    """Placed (and, when its node dies, restarted) only on workers started with --site north."""
+    from trustcam.config import parse_settings
+
+    settings = parse_settings({"cameras": {"gate": {"source": "rtsp://10.1.0.5/stream", "site": "north"},
+                                           "yard": {"source": "rtsp://10.2.0.5/stream"}}})
+    assert camera_resources(settings, "gate") == {"camera": 1, "site-north": 1}
+    assert camera_resources(settings, "yard") == {"camera": 1}
+    assert "site-north" in next(a for a in worker_command("head:6379", 2, "north", 1) if a.startswith("--resources"))

@@ -324,6 +324,9 @@ def test_a_dead_nodes_cameras_resume_on_the_other_node(cluster: Cluster) -> None
     nodes = wait_for(lambda: _placed_in_grid(cluster, base, token), 60, "every camera's node in the grid")
     for camera in CAMERAS:
         assert report["cameras"][camera]["actor"]["node_id"][:8] in str(nodes[camera]), nodes
+    shot = httpx.get(f"{base}/api/cameras/b/snapshot.jpg", headers=bearer(token), timeout=30,
+                     verify=_trust(_settings_of(cluster)))  # drawn and encoded on b's node, served by the head
+    assert shot.status_code == 200 and shot.content[:2] == b"\xff\xd8", shot.status_code
 
     # the node that runs camera "a": the actor's parent is that node's raylet, whose process group is the worker's
     victim = report["cameras"]["a"]["actor"]

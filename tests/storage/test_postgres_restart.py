@@ -23,11 +23,13 @@ from trustcam.alerts.model import Alert
 from trustcam.config.schema import Settings
 from trustcam.events.model import EventEnded
 from trustcam.service import Service
+from trustcam.storage.leases import holder_id
 from trustcam.storage.schema import EventRow
 
 TESTS = Path(__file__).resolve().parents[1]
 MIN_OUTAGE_S = 8.0
 MAX_OUTAGE_S = 30.0
+LEASE_TTL_S = 45.0  # longer than the longest outage the test allows: the lease must survive it
 
 
 class Restartable:
@@ -95,8 +97,12 @@ class Seen:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("leased", [False, True], ids=["single-box", "camera-lease"])
 def test_postgresql_restarted_mid_run_loses_nothing(postgres: Restartable, looping_clip: Path, installed_models: None,
-                                                    tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+                                                    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                    leased: bool) -> None:
+    """Also as a cluster's camera process runs (a camera lease, every write fenced): an outage shorter than the
+    lease's TTL costs nothing, and the buffered writes still carry the token the database accepts."""
     receiver = Receiver()
     receiver.start()
     secret = tmp_path / "hook.secret"
@@ -111,7 +117,7 @@ def test_postgresql_restarted_mid_run_loses_nothing(postgres: Restartable, loopi
             "zones": {"table": {"coordinates": [[0.40, 0.55], [0.90, 0.55], [0.90, 1.0], [0.40, 1.0]],
                                 "objects": ["person"]}},
             "rules": [{"name": "at-table", "type": "enter_zone", "zone": "table", "threat": "high"}]}}})
-    service = Service(settings)
+    service = Service(settings, lease_holder=holder_id() if leased else None, lease_ttl_s=LEASE_TTL_S)
     seen = Seen(service)
     worker = service.workers[0]
     [webhook] = [sink for sink in service.alerts.sinks if sink.name == "webhook:ops"]
@@ -161,6 +167,9 @@ def test_postgresql_restarted_mid_run_loses_nothing(postgres: Restartable, loopi
         assert [json.loads(r.body)["id"] for r in receiver.of_type("alert") if
                 json.loads(r.body)["id"] in {a.id for a in raised}] == [a.id for a in raised], "out of order"
         assert service.store.writes.lost == 0 and service.alerts.writes.lost == 0
+        if leased:  # the lease outlived the outage: same token, never lost
+            assert worker.lease is not None and worker.lease_lost is None and worker.lease.lease is not None
+            assert worker.lease.lease.token == 1
         assert "NOT QUEUED" not in caplog.text
     finally:
         service.stop()

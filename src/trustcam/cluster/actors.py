@@ -16,6 +16,8 @@ from typing import Any
 from trustcam.config.schema import Settings
 from trustcam.monitor.status import StatusBoard
 from trustcam.storage.leases import holder_id
+from trustcam.vision.privacy import Redaction
+from trustcam.web.live import LiveHub
 
 log = logging.getLogger(__name__)
 HEALTH_EVERY_S = 1.0  # how often the actor publishes camera health alerts, as `trustcam run` does
@@ -52,6 +54,9 @@ class CameraActor:
         worker = self.service.workers[0]
         # the camera's conditions (health, tamper, drift, coverage, canary) as the web UI shows them, for the head
         self.board = StatusBoard(self.service.bus, [camera], {camera: worker.stream.stats})
+        # the latest analysed frame, drawn, redacted and encoded here, where the frame is: the head asks for the JPEG
+        self.live = LiveHub({camera: settings.cameras[camera]})
+        worker.on_result = self.live.publish
         self._stopping = threading.Event()
         self.service.start()
         threading.Thread(target=self._watch, name=f"watch-{camera}", daemon=True).start()
@@ -90,6 +95,14 @@ class CameraActor:
                 "detector": {"calls": stats.detector_calls, "seconds": round(stats.detector_seconds, 3)},
                 "recording": {"stored": recorder.stored, "failed": recorder.failed} if recorder else None,
                 "board": self.board.camera(self.camera)}
+
+    def live_seq(self) -> int:
+        """Sequence number of the latest analysed frame (0 before the first): the head's live view polls it."""
+        return self.live.seq(self.camera)
+
+    def live_jpeg(self, view: Redaction) -> tuple[int, bytes] | None:
+        """The latest frame as the viewer may see it (``view``: masks, blurred faces), as :meth:`LiveHub.jpeg`."""
+        return self.live.jpeg(self.camera, view)
 
     def stop(self) -> None:
         """A clean stop: open events finished, then the lease released, so the next holder starts at once."""

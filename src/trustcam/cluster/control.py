@@ -167,6 +167,13 @@ class Placement:
     handle: Any  # ray.actor.ActorHandle
 
 
+def camera_resources(settings: Settings, camera: str) -> dict[str, float]:
+    """What a camera's actor asks of a node: a camera slot, and its site's resource when the camera names a site
+    (offered only by workers started with ``--site``), so Ray places it, and restarts it, only where it is reachable."""
+    site = settings.cameras[camera].site
+    return {CAMERA_RESOURCE: 1, **({f"site-{site}": 1} if site else {})}
+
+
 def place_cameras(settings: Settings, cameras: Sequence[str], lease_ttl_s: float) -> list[Placement]:
     """One restartable actor per camera, spread over the nodes that offer a camera slot. ``max_restarts=-1``: when
     a node dies Ray starts the actor again where a slot is free; the lease decides which copy records."""
@@ -177,7 +184,7 @@ def place_cameras(settings: Settings, cameras: Sequence[str], lease_ttl_s: float
     for camera in cameras:
         handle = remote.options(name=actor_name(camera), namespace=NAMESPACE, get_if_exists=True,
                                 max_restarts=-1, max_task_retries=-1, num_cpus=0,
-                                resources={CAMERA_RESOURCE: 1}, scheduling_strategy="SPREAD",
+                                resources=camera_resources(settings, camera), scheduling_strategy="SPREAD",
                                 ).remote(settings, camera, lease_ttl_s)
         placed.append(Placement(camera, handle))
     return placed

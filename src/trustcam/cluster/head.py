@@ -23,10 +23,12 @@ from trustcam.alerts.dispatcher import AlertDispatcher
 from trustcam.alerts.model import Alert, Severity
 from trustcam.alerts.outbox import Outbox
 from trustcam.bus import Bus
-from trustcam.config.schema import Settings
+from trustcam.config.schema import CameraConfig, Settings
 from trustcam.monitor.metrics import Metrics
 from trustcam.monitor.status import Condition, RecentAlerts, StatusBoard
 from trustcam.storage.database import open_database
+from trustcam.vision.privacy import ORIGINAL, Redaction
+from trustcam.web.live import LiveHub
 
 log = logging.getLogger(__name__)
 NOT_RUNNING = {"state": "not running", "fps": 0.0, "frames": 0, "coverage": "full", "canary": None, "alerts": []}
@@ -57,6 +59,34 @@ class ClusterBoard(StatusBoard):
             state = self._remote.get(camera)
         own = super().conditions(camera)  # raised on the head itself (none today), kept for completeness
         return own + [Condition(**c) for c in (state["board"]["alerts"] if state else [])]
+
+
+class ActorLiveHub(LiveHub):
+    """The live view (snapshot.jpg, live.mjpeg) of cameras that run on other nodes: each camera actor keeps the
+    latest analysed frame and draws, redacts and encodes it where the frame is; the head asks it for the JPEG (one
+    Ray call per new frame and viewer). A camera whose actor does not answer (moving) has no frame."""
+
+    def __init__(self, cameras: dict[str, CameraConfig], timeout_s: float = 5.0) -> None:
+        super().__init__(cameras)
+        self.timeout_s = timeout_s
+
+    def _ask(self, camera: str, method: str, *args: Any) -> Any:
+        import ray
+
+        from trustcam.cluster.control import NAMESPACE, actor_name
+
+        try:
+            handle = ray.get_actor(actor_name(camera), namespace=NAMESPACE)
+            return ray.get(getattr(handle, method).remote(*args), timeout=self.timeout_s)
+        except Exception:  # not placed, dead, moving or slow: no frame now, the viewer tries again
+            return None
+
+    def seq(self, camera: str) -> int:
+        return int(self._ask(camera, "live_seq") or 0)
+
+    def jpeg(self, camera: str, view: Redaction = ORIGINAL) -> tuple[int, bytes] | None:
+        got = self._ask(camera, "live_jpeg", view)
+        return None if got is None else (int(got[0]), bytes(got[1]))
 
 
 class OutboxAlerts(RecentAlerts):
@@ -182,7 +212,8 @@ class ClusterHead:
         from trustcam.web.server import start_web
 
         ctx = AppContext(settings=self.settings, engine=self.engine, bus=self.bus, config_path=self.config_path,
-                         vault=self.vault, status=self.board, alerts=OutboxAlerts(self.bus, self.alerts.outbox))
+                         vault=self.vault, status=self.board, alerts=OutboxAlerts(self.bus, self.alerts.outbox),
+                         live=ActorLiveHub({c: self.settings.cameras[c] for c in self.cameras}))
         access = AccessControl(self.settings, self.engine, witness=build_witness(self.settings, self.bus.publish))
         access.start()
         ctx.extras["access_control"] = access  # the server's stop() signs the audit head

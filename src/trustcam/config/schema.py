@@ -354,6 +354,10 @@ class CameraConfig(StrictModel):
     enabled: bool = Field(True, description="A disabled camera is not opened.")
     rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport; TCP survives packet loss.")
     timeout_s: float = Field(10.0, gt=0, le=300, description="A connect or read with no data for this long fails.")
+    site: str | None = Field(
+        None, pattern=NAME_PATTERN, max_length=63,
+        description="`trustcam cluster`: run this camera only on worker nodes started with --site <this> (the "
+        "machines that can reach it); it moves only among them. None: any worker.")
     detect: DetectConfig = Field(default_factory=DetectConfig, description="Analysis rate and size.")
     motion: MotionConfig = Field(default_factory=MotionConfig, description="Motion detection (the detector's gate).")
     objects: ObjectsConfig = Field(default_factory=ObjectsConfig, description="What is tracked and filtered.")
