@@ -3,12 +3,11 @@ doubling to 60 s, reset after a healthy period) and a ``health`` alert names the
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from support import wait_until
 from trustcam.bus import Bus
 from trustcam.config.schema import Settings
 from trustcam.ingest.frame import Frame
@@ -17,14 +16,6 @@ from trustcam.pipeline import CameraPipeline, FrameResult
 from trustcam.service import PIPELINE_FAILED, CameraWorker
 
 ERROR = "model output has shape (0, 85); source rtsp://admin:hunter2@10.0.0.5/stream"
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -56,9 +47,9 @@ def test_failed_pipeline_restarts_and_raises_a_health_alert(worker: CameraWorker
     first = worker.pipeline
     worker.start()
     try:
-        wait_for(lambda: raised, 60, "the health alert")
-        wait_for(lambda: worker.restarts == 1 and len(calls) > 30, 30, "the restarted pipeline to analyse frames")
-        wait_for(lambda: cleared, 30, "the alert to clear after a healthy period")
+        wait_until(lambda: raised, 60, "the health alert")
+        wait_until(lambda: worker.restarts == 1 and len(calls) > 30, 30, "the restarted pipeline to analyse frames")
+        wait_until(lambda: cleared, 30, "the alert to clear after a healthy period")
         assert worker.is_alive()
     finally:
         worker.stop()

@@ -12,13 +12,13 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from support import wait_until
 from trustcam.bus import Bus
 from trustcam.config.schema import Settings, ThreatLevel, VaultConfig
 from trustcam.events.model import Event
@@ -322,14 +322,6 @@ def test_single_box_needs_no_lease(tmp_path: Path, vault_config: VaultConfig) ->
     assert count(engine, select(func.count()).select_from(EventRow)) == 1
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_camera_worker_waits_for_the_lease_and_stops_when_it_loses_it(person_video: Path, installed_models: None,
                                                                       tmp_path: Path) -> None:
     """A real worker on a clip: a standby while another node holds the camera, analysing once it is released, and
@@ -348,13 +340,13 @@ def test_camera_worker_waits_for_the_lease_and_stops_when_it_loses_it(person_vid
         time.sleep(1.0)
         assert worker.is_alive() and worker.pipeline.stats.frames == 0 and fences.token("cam") is None
         assert Leases(engine).release(other)  # node B stops cleanly
-        wait_for(lambda: worker.pipeline.stats.frames > 5, 60, "the worker to take the lease and analyse")
+        wait_until(lambda: worker.pipeline.stats.frames > 5, 60, "the worker to take the lease and analyse")
         assert keeper.lease is not None and keeper.lease.token == 2 and fences.token("cam") == 2
         time.sleep(1.0)  # renewed every 0.5 s: still held, although its first TTL has passed
         assert worker.is_alive() and Leases(engine).current("cam") is not None
         taker = Leases(engine, clock=lambda: time.time() + 60)  # a node whose view says the lease expired
         assert taker.acquire("cam", "node-c", 60.0) is not None
-        wait_for(lambda: not worker.is_alive(), 30, "the worker to stop after losing its lease")
+        wait_until(lambda: not worker.is_alive(), 30, "the worker to stop after losing its lease")
     finally:
         worker.stop()
         worker.join(30)

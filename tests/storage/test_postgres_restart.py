@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from alerts.alerts_infra import Receiver, wait_until  # tests/ is on sys.path (pyproject)
+from alerts.alerts_infra import Receiver  # tests/ is on sys.path (pyproject)
+from support import wait_until
 from trustcam.alerts.model import Alert
 from trustcam.config.schema import Settings
 from trustcam.events.model import EventEnded

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.orm import Session
 
-from support import free_port
+from support import free_port, wait_until
 from trustcam.alerts.dispatcher import AlertDispatcher
 from trustcam.alerts.model import Alert, Severity
 from trustcam.alerts.outbox import OutboxRow
@@ -30,14 +29,6 @@ from trustcam.storage.write_buffer import WriteBuffer
 def make_event(i: int, camera: str = "front") -> Event:
     return Event(id=f"{i:032x}", camera=camera, label="person", track_id=i, start=10.0 * i, end=10.0 * i + 5,
                  best_score=0.9, best_box=(1, 2, 3, 4), best_time=10.0 * i + 1, model_name="yolox-nano")
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
