@@ -211,17 +211,15 @@ def cluster(postgres_url: str, person_video: Path, installed_models: None, tmp_p
         try:
             yield made
         finally:
+            if made.head is not None and made.head.poll() is None:  # a clean stop first: cameras end, leases go
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(made.head.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    made.head.wait(60)
             for process in [p for p in (made.head, *made.workers) if p is not None]:
-                if process.poll() is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(process.pid, signal.SIGTERM)
-            for process in [p for p in (made.head, *made.workers) if p is not None]:
-                try:
-                    process.wait(60)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(10)
+                with contextlib.suppress(ProcessLookupError):  # workers drain 30 s on SIGTERM: nothing left to keep
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
             _kill(_ray_pids(temp_dir))  # what a killed head left behind: the Ray head's own process group
             engine.dispose()
             shutil.rmtree(temp_dir, ignore_errors=True)
