@@ -76,11 +76,11 @@ def head(
             if not control.wait_for_workers(wait_workers, stop):
                 return
             cluster_head = ClusterHead(settings, cameras, config.resolve())  # creates the vault keys once
-            placed = control.place_cameras(settings, cameras, lease_ttl or settings.cluster.lease_ttl_s)
-            say(f"running {len(placed)} camera(s) on the cluster at port {port}; workers join with: "
-                f"trustcam cluster worker --address {os.uname().nodename}:{port}")
-            cluster_head.start(web=web, say=say)
             try:
+                cluster_head.start(web=web, say=say)  # before any camera: a port in use stops nothing half-started
+                placed = control.place_cameras(settings, cameras, lease_ttl or settings.cluster.lease_ttl_s)
+                say(f"running {len(placed)} camera(s) on the cluster at port {port}; workers join with: "
+                    f"trustcam cluster worker --address {os.uname().nodename}:{port}")
                 while not stop.wait(STATUS_EVERY_S):
                     for line in control.status_lines(control.status(settings)):
                         log.info(line)
