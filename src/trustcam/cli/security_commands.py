@@ -11,7 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -140,6 +140,18 @@ def users_reset_mfa(username: UsernameArg, config: ConfigOption = None) -> None:
     _change(config, username, "reset-mfa")
 
 
+def _grant(config: Path | None, username: str, permission: Literal["unmasked", "biometrics"], revoke: bool,
+           sees: str) -> None:
+    """Give or take one of the user's viewing permissions, audit-logged as ``<permission>.grant|revoke``."""
+    with user_errors():
+        service = _service(config)
+        user = service.users.update(service.users.need(username), **{permission: not revoke})
+        service.record(f"{permission}.{'revoke' if revoke else 'grant'}", username=_actor(), client="cli",
+                       target=user.username)
+        service.close()
+        say(f"{user.username}: {'no longer sees' if revoke else 'now sees'} {sees}")
+
+
 @users_app.command("grant-unmasked")
 def users_grant_unmasked(
     username: UsernameArg,
@@ -148,13 +160,7 @@ def users_grant_unmasked(
 ) -> None:
     """Let the user see behind cameras' privacy masks and export their evidence (--revoke: no longer). Open live
     views of a user who loses it end within seconds."""
-    with user_errors():
-        service = _service(config)
-        user = service.users.update(service.users.need(username), unmasked=not revoke)
-        service.record("unmasked.revoke" if revoke else "unmasked.grant", username=_actor(), client="cli",
-                       target=user.username)
-        service.close()
-        say(f"{user.username}: {'no longer sees' if revoke else 'now sees'} behind privacy masks")
+    _grant(config, username, "unmasked", revoke, "behind privacy masks")
 
 
 @users_app.command("grant-biometrics")
@@ -165,13 +171,7 @@ def users_grant_biometrics(
 ) -> None:
     """Let the user see faces unblurred and recognised identities on face-recognition cameras, and export their
     evidence (--revoke: no longer). Open live views of a user who loses it end within seconds."""
-    with user_errors():
-        service = _service(config)
-        user = service.users.update(service.users.need(username), biometrics=not revoke)
-        service.record("biometrics.revoke" if revoke else "biometrics.grant", username=_actor(), client="cli",
-                       target=user.username)
-        service.close()
-        say(f"{user.username}: {'no longer sees' if revoke else 'now sees'} faces unblurred and identities")
+    _grant(config, username, "biometrics", revoke, "faces unblurred and identities")
 
 
 WitnessOption = Annotated[Path | None, typer.Option(
