@@ -326,10 +326,6 @@ class FacesConfig(StrictModel):
         1e-3, gt=0, lt=1, description="Target false-match rate; the match threshold is the one `trustcam faces "
         "calibrate --target-fmr` measured for it (not a fixed distance).",
     )
-    store_unknown: bool = Field(
-        False, description="Keep an encrypted template of faces that match nobody. Off: an event only says "
-        "'unknown face' and no template of a stranger is ever stored.",
-    )
     publish_identity: bool = Field(
         False, description="Put the recognised identity (sub_label, distance, margin) in MQTT and webhook payloads.",
     )

@@ -8,7 +8,7 @@ Per person track (only inside ``faces.zones`` when set, tested on the foot point
 * it is embedded and matched only when it beats the last embedded face by ``improve_by`` (the embedding costs
   ~20x the detection), at most ``max_embeds`` times per track;
 * the answer is the enrolled identity, or "unknown face": a stranger's embedding is matched and then dropped,
-  never stored (``store_unknown`` is not implemented).
+  never stored (there is no option to keep strangers' templates: consent is what makes a template).
 
 The embedding of any face, known or not, lives only for the duration of one match.
 """
@@ -86,9 +86,6 @@ class FaceTracks:
         if not camera.faces.enabled:
             raise ValueError("FaceTracks built for a camera with faces.enabled false; nothing face-related may "
                              "run there")
-        if camera.faces.store_unknown:
-            log.warning("faces.store_unknown is set but not implemented: a stranger's face is matched and then "
-                        "dropped, its event says 'unknown face' and no template is stored")
         self.camera = camera
         self.recognizer = models.recognizer
         self.store = models.store
