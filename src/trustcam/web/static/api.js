@@ -74,6 +74,8 @@ export const ROLES = ["viewer", "operator", "admin", "auditor"];
 /** What a role may use (the server decides; this only hides what would be refused). */
 export function can(what) {
   const role = session.me && session.me.role;
+  // the faces page: admins granted biometrics only (the server refuses the others, so no link leads there)
+  if (what === "faces") return role === "admin" && Boolean(session.me.biometrics);
   const table = {
     video: ["viewer", "operator", "admin"],
     review: ["operator", "admin"],

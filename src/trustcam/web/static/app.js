@@ -32,7 +32,7 @@ const ROUTES = {
   users: [users.render, "admin"],
   tokens: [tokens.render, "admin"],
   zones: [zones.render, "admin"],
-  faces: [faces.render, "admin"], // the server also needs the biometrics permission
+  faces: [faces.render, "faces"], // admins with the biometrics permission (as the server requires)
   audit: [audit.render, "audit"],
   account: [account.render, "any"],
 };
@@ -74,7 +74,7 @@ function renderNav(current) {
     ["events", "Events", "video"],
     ["alerts", "Alerts & health", "video"],
     ["users", "Users", "admin"], ["tokens", "API tokens", "admin"], ["audit", "Audit", "audit"],
-    ["zones", "Zones", "admin"], ["faces", "Faces", "admin"],
+    ["zones", "Zones", "admin"], ["faces", "Faces", "faces"],
     ["account", "Account", "any"],
   ].filter(([, , need]) => need === "any" || can(need));
   const active = current === "event" ? "events" : current;
