@@ -1,14 +1,14 @@
 """Measured capacity: how many live cameras one box analyses in real time, per resolution and scene.
 
     python bench/capacity.py [--cases 1080p-quiet 720p-busy] [--counts 1 2 4 6 8 10 12] [--seconds 40]
-                             [--warmup 15] [--detect-fps 5] [--cache DIR]
+                             [--warmup 15] [--detect-fps 5] [--cache DIR] [--src DIR]
 
 ``docs/performance.md`` used to *derive* cameras per box from CPU per frame; this runs them. Per case (720p or
 1080p; quiet = the car clip, a parking lot with few objects; busy = the person clip, somebody walking in most
 frames) and camera count N it starts N ffmpeg servers, each playing its own copy of the looping clip at native
 speed as an MPEG-TS HTTP stream on loopback (``-re -stream_loop -1 -c copy -listen 1``: a live camera, not a
-file), then one ``trustcam run`` with N cameras on those URLs (default settings: detector in a child process per
-camera, failover backup, tamper, drift and canary on; recording off; the web server on a loopback port, which
+file), then one ``trustcam run`` with N cameras on those URLs (default settings: the node's detector service,
+failover backup, tamper, drift and canary on; recording off; the web server on a loopback port, which
 serves ``/metrics``). After every camera analysed its first frame and ``--warmup`` seconds more, it reads
 ``/metrics`` every 2 s for ``--seconds`` and measures:
 
@@ -275,7 +275,10 @@ def _delta(before: dict[str, dict[str, float]], after: dict[str, dict[str, float
     return {cam: v - before.get(name, {}).get(cam, 0.0) for cam, v in after.get(name, {}).items()}
 
 
-def measure(clip: Clip, cameras: int, seconds: float, warmup: float, detect_fps: float, keep: Path | None) -> Run:
+def measure(clip: Clip, cameras: int, seconds: float, warmup: float, detect_fps: float, keep: Path | None,
+            src: Path | None = None) -> Run:
+    """One run; ``src``: run ``trustcam run`` from that source tree instead (e.g. ``git archive HEAD src | tar -x
+    -C /tmp/base``), so that a change is compared with its baseline under the same load on a shared box."""
     run = Run(clip.case, cameras)
     children = Children()
     with tempfile.TemporaryDirectory(prefix="trustcam-capacity-") as name:
@@ -287,7 +290,8 @@ def measure(clip: Clip, cameras: int, seconds: float, warmup: float, detect_fps:
             log = tmp / "server.log"
             process = children.start([sys.executable, "-m", "trustcam.cli", "run", "--config",
                                       str(_config(tmp, ports, web_port, detect_fps))], log,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                          **({"PYTHONPATH": str(src)} if src is not None else {})})
             admin = _admin(tmp, f"https://127.0.0.1:{web_port}", process, log)
             _wait_analysing(admin, cameras, 60 + 10 * cameras)
             time.sleep(warmup)
@@ -438,6 +442,8 @@ def main() -> None:
     parser.add_argument("--detect-fps", type=float, default=5.0, help="cameras' detect.fps")
     parser.add_argument("--cache", type=Path, default=ROOT / "var" / "bench" / "capacity", help="built clips")
     parser.add_argument("--keep-logs", type=Path, default=None, help="copy each run's trustcam log here")
+    parser.add_argument("--src", type=Path, default=None,
+                        help="run trustcam from this source tree (its src/ folder), to measure a baseline")
     args = parser.parse_args()
     clips = build_clips(args.cache, args.cases)
     print(f"machine: {_machine()}; load average at start {os.getloadavg()}", file=sys.stderr)
@@ -445,7 +451,7 @@ def main() -> None:
     with _interrupts():
         for case in args.cases:
             runs = search(clips[case], args.counts, lambda clip, n: measure(
-                clip, n, args.seconds, args.warmup, args.detect_fps, args.keep_logs))
+                clip, n, args.seconds, args.warmup, args.detect_fps, args.keep_logs, args.src))
             summaries.append(case_summary(case, runs))
     print(f"load average at end {os.getloadavg()}", file=sys.stderr)
     print(_table(summaries))

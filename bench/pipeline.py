@@ -7,7 +7,8 @@ and upscaled to 720p and 1080p H.264. Per clip it measures
 * raw PyAV decode speed (every frame, frame threading, no pixel conversion),
 * the whole pipeline (``trustcam.service.analyze_file``, default settings, detection at 5 fps) and its
   speed relative to decoding alone, the share of analysed frames sent to the detector and detector calls,
-* CPU time (all threads) of both, from which a cameras-per-box capacity estimate is derived.
+* CPU time (all threads) of both, from which a cameras-per-box capacity estimate is derived,
+* the CPU of a live camera's reader (one decoder thread, unsampled B-frames left undecoded) against a file's.
 
 It also times ``Detector.detect()`` against the bare ``InferenceSession.run`` (``Detector.run_raw``) on
 model-sized crops of real frames for both bundled models. The last line is ``ratio_vs_decode=R`` for the
@@ -41,6 +42,7 @@ import onnxruntime as ort
 from trustcam import paths
 from trustcam.bus import Bus
 from trustcam.config.schema import CameraConfig, DetectConfig, Settings
+from trustcam.ingest.source import VideoSource
 from trustcam.service import AnalyzeResult, analyze_file, build_detector
 from trustcam.vision import catalog
 from trustcam.vision.detectors.base import Detector
@@ -210,6 +212,18 @@ def decode(path: Path) -> DecodeRun:
     return DecodeRun(frames, time.perf_counter() - start, time.process_time() - cpu)
 
 
+def decode_sampled(path: Path, live: bool) -> tuple[DecodeRun, int]:
+    """Decode and sample to ``DETECT_FPS`` as a file's reader does (frame threads, every frame decoded) or, with
+    ``live``, as a live camera's (one decoder thread; B-frames that sampling drops are not decoded), taking each
+    sampled frame's grey image for motion: (frames in the video, wall and CPU), frames decoded."""
+    cpu, start = time.process_time(), time.perf_counter()
+    source = VideoSource(str(path), fps=DETECT_FPS, threads=1 if live else 0, skip_unsampled=live)
+    for frame in source.frames():
+        frame.gray(180)
+    return DecodeRun(source.report.packets, time.perf_counter() - start, time.process_time() - cpu), \
+        source.report.decoded
+
+
 def analyse(path: Path, settings: Settings, detector: Detector,
             profile: cProfile.Profile | None = None) -> PipelineRun:
     camera = CameraConfig(source=str(path), detect=DetectConfig(fps=DETECT_FPS))
@@ -354,6 +368,17 @@ def main() -> None:
             print(f"  ! {key}: {r.error}")
     print("pipe fps = decoded frames / wall seconds of analyze_file; det s = time inside the detector stage "
           "(frame BGR conversion, crops, model calls, merging); cpu s = process CPU time, all threads")
+
+    rule(f"reader CPU per second of video, sampling to {DETECT_FPS:g} fps (+ motion's grey image): file reader "
+         "(frame threads, all frames decoded) vs live camera reader (1 thread, unsampled B-frames not decoded)")
+    print(f"{'clip':<14} {'file ms/s':>9} {'live ms/s':>9} {'decoded':>8} {'saved':>6}")
+    for key, clip in clips.items():
+        runs_cpu = {live: min((decode_sampled(clip.path, live) for _ in range(args.repeat + 1)),
+                              key=lambda r: r[0].cpu) for live in (False, True)}
+        (file_run, _), (live_run, decoded) = runs_cpu[False], runs_cpu[True]
+        file_ms, live_ms = (1000 * r.cpu / clip.seconds for r in (file_run, live_run))
+        print(f"{key:<14} {file_ms:>9.1f} {live_ms:>9.1f} {decoded / max(1, live_run.frames):>8.0%} "
+              f"{1 - live_ms / file_ms:>6.0%}")
 
     rule(f"detector: detect() vs bare InferenceSession.run, {args.calls} calls each on real-frame crops")
     print(f"{'model':<14} {'input':>5} {'detect ms':>9} {'raw ms':>7} {'pre ms':>7} {'post ms':>7} {'overhead':>8}")

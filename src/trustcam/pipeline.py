@@ -7,6 +7,7 @@ kept alive between re-checks instead of being re-detected every frame.
 
 from __future__ import annotations
 
+import hashlib
 import time as clock
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,7 @@ class CameraPipeline:
         self._object_mask: np.ndarray | None = None
         self._known: dict[int, _Known] = {}
         self._last_full: float | None = None
+        self._full_wait = camera.detect.full_frame_every_s * _phase(name)  # until the first periodic pass
         self._previous_time: float | None = None
         self._unconfirmed: list[tuple[float, float, float, float]] = []
         self._quiet: list[tuple[tuple[float, float, float, float], float]] = []
@@ -153,7 +155,7 @@ class CameraPipeline:
         full_every = self.camera.detect.full_frame_every_s
         # whole frame plus tiles at start and periodically; after a scene change the whole frame alone, since
         # motion is blind until the background settles
-        full = self._last_full is None or (full_every > 0 and now - self._last_full >= full_every)
+        full = self._last_full is None or (full_every > 0 and now - self._last_full >= self._full_wait)
         whole_only = not full and motion.recalibrated is not None
         fresh_motion = [b for b in (tuple(map(float, m)) for m in motion.boxes) if not self._quiet_place(b, now)]
         targets: list[tuple[float, float, float, float]] = list(fresh_motion)
@@ -171,6 +173,7 @@ class CameraPipeline:
 
         if full:
             regions = self.detector.full_frame_regions(frame.width, frame.height)
+            self._full_wait = full_every if self._last_full is not None else self._full_wait
             self._last_full = now
         elif whole_only:
             regions = [(0, 0, frame.width, frame.height)]
@@ -350,6 +353,14 @@ def filter_detections(dets: Detections, objects: ObjectsConfig, object_mask: np.
                 continue
         keep.append(i)
     return dets.select(keep)
+
+
+def _phase(camera: str) -> float:
+    """Share of ``full_frame_every_s`` between the first whole-frame pass and the second, 0.5-1 and fixed per camera
+    name. A tiled pass is ~25 model calls at 1080p; cameras started together would otherwise make them all in the
+    same second, every period, and the shared detector's backlog overflowed their 1-second frame queues (frames
+    dropped with the CPU half idle). Staggered, they take turns; every camera still makes one per period."""
+    return 0.5 + 0.5 * int.from_bytes(hashlib.sha256(camera.encode()).digest()[:4], "big") / 2**32
 
 
 def _area(box: tuple[float, ...]) -> float:

@@ -251,3 +251,20 @@ def test_backoff_survives_days_of_retries() -> None:
     backoff = Backoff(base_s=0.5, cap_s=30.0, rng=random.Random(0))
     backoff.attempt = 5000  # a camera unplugged for days: 2**5000 must not overflow
     assert 0.25 <= backoff.next_delay() <= 30.0
+
+
+@needs_ffmpeg
+def test_live_stream_decodes_only_what_sampling_keeps(server: StreamServer, consumers: list[Consumer]) -> None:
+    """A live camera gets one decoder thread and leaves the B-frames that sampling drops undecoded (the recorder
+    and live video take packets): the analysis still gets frames at detect.fps."""
+    server.start()
+    consumer = live(server.url, consumers)
+    wait_until(lambda: len(consumer.seen) >= 30, 30, "30 frames at 5 fps")
+    consumer.stop()
+    source = consumer.stream.source
+    assert source is not None and source.threads == 1
+    times = [t for _, t, _ in consumer.seen[3:]]  # after the connection's first burst
+    assert (times[-1] - times[0]) / (len(times) - 1) == pytest.approx(0.2, abs=0.03)
+    report = source.report
+    assert report.kept >= len(consumer.seen) and report.packets >= 2 * report.kept - 2  # a 10 fps clip at 5 fps
+    assert report.decoded < 0.8 * report.packets, (report.decoded, report.packets)

@@ -172,3 +172,22 @@ def test_ffmpeg_options_bound_every_network_wait() -> None:
 def test_other_url_schemes_are_not_reported_as_missing_files() -> None:
     message = open_error("rtmp://127.0.0.1:1/live/cam", timeout_s=2)
     assert "file not found" not in message and "rtmp://127.0.0.1:1/live/cam" in message
+
+
+def test_unsampled_b_frames_are_not_decoded_and_sampling_is_unchanged(person_video: Path) -> None:
+    """``skip_unsampled`` (what live cameras use) leaves the non-reference frames that sampling drops undecoded,
+    and keeps exactly the frames (times and pictures) a full decode keeps."""
+    full = VideoSource(str(person_video), fps=5)
+    kept = [(f.time, f._source.pts, f.gray(90).copy()) for f in full.frames()]
+    lean = VideoSource(str(person_video), fps=5, threads=1, skip_unsampled=True)
+    lean_kept = [(f.time, f._source.pts, f.gray(90).copy()) for f in lean.frames()]
+    assert [k[:2] for k in lean_kept] == [k[:2] for k in kept] and len(kept) == 697
+    assert all(np.array_equal(a[2], b[2]) for a, b in zip(kept, lean_kept, strict=True))  # references intact
+    assert full.report.decoded == full.report.packets == lean.report.packets == PERSON_FRAMES
+    assert lean.report.decoded < 0.7 * PERSON_FRAMES  # the clip's B-frames between sampled frames were skipped
+    assert lean.report.errors == []
+
+
+def test_every_frame_is_decoded_without_sampling(person_video: Path) -> None:
+    source = VideoSource(str(person_video), fps=None, threads=1, skip_unsampled=True)
+    assert sum(1 for _ in source.frames()) == source.report.decoded == PERSON_FRAMES

@@ -200,3 +200,19 @@ def test_snapshots_go_encrypted_into_the_vault_when_recording(person_video: Path
     jpeg = vault.read_blob(events[0].snapshot)
     assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (432, 768, 3)
     assert not (tmp_path / "plain").exists()  # no plain copy
+
+
+def test_periodic_whole_frame_passes_of_cameras_are_staggered(person_video: Path, yolox) -> None:
+    """Cameras started together used to make their tiled whole-frame passes (~25 model calls at 1080p) in the same
+    second of every period, overflowing the shared detector and the cameras' frame queues. Each camera's first
+    periodic pass now comes 0.5-1 period after the start (fixed per name), then one per period as before."""
+    still = first_frames(person_video, 1)[0]
+    camera = CameraConfig(source="x", detect={"full_frame_every_s": 30})
+    second_passes = []
+    for name in ("cam01", "cam02", "cam03", "cam04"):
+        pipeline = CameraPipeline(name, camera, Settings(), yolox, Bus(), None)
+        passes = [i * 0.2 for i in range(500) if pipeline.process(Frame.from_image(still, i, i * 0.2)).regions]
+        assert passes[0] == 0.0 and 15 <= passes[1] <= 30, passes
+        assert np.allclose(np.diff(passes[1:]), 30, atol=0.21), passes  # then every period
+        second_passes.append(passes[1])
+    assert max(second_passes) - min(second_passes) >= 3, second_passes

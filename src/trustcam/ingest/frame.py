@@ -94,10 +94,14 @@ class Frame:
         return rows[:, : plane.width]
 
     def gray(self, height: int) -> np.ndarray:
-        """Grey image scaled to ``height`` rows, for motion detection (aspect ratio kept)."""
-        luma = self._luma()
-        width = max(1, round(luma.shape[1] * height / luma.shape[0]))
-        return cv2.resize(luma, (width, height), interpolation=cv2.INTER_AREA)
+        """Grey image scaled to ``height`` rows (aspect ratio kept), made once per height: motion, tamper and drift
+        each ask for one, and tamper and drift ask for the same. Callers must not modify it."""
+        cache: dict[int, np.ndarray] = self.__dict__.setdefault("_grey", {})
+        if height not in cache:
+            luma = self._luma()
+            width = max(1, round(luma.shape[1] * height / luma.shape[0]))
+            cache[height] = area_resize(luma, width, height)
+        return cache[height]
 
     def _luma(self) -> np.ndarray:
         src = self._source
@@ -108,3 +112,16 @@ class Frame:
             rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
             return rows[:, : plane.width]
         return src.to_ndarray(format="gray")
+
+
+def area_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``cv2.resize(image, (width, height), INTER_AREA)``, made fast where the shrink factor is nearly a whole
+    number. OpenCV averages whole k x k blocks quickly but weighs fractional pixels slowly: 1920x1080 to 213x120
+    (9.01 x 9) took 3.6 ms against 0.7 ms for 320x180 (6 x 6). When cropping fewer than k pixels off the right and
+    bottom edges makes the factor whole, that crop is resized instead (the same block average, less than one output
+    pixel's worth of edge left out)."""
+    h, w = image.shape[:2]
+    k = min(w // width, h // height)
+    if k >= 2 and w - width * k < k and h - height * k < k and (w, h) != (width * k, height * k):
+        image = image[: height * k, : width * k]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)

@@ -7,9 +7,11 @@ source (credentials hidden), what went wrong and what to check; reconnecting is 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,12 +122,21 @@ class DecodeReport:
 
     decoded: int = 0
     kept: int = 0
+    packets: int = 0  # video packets read; with ``skip_unsampled``, packets - decoded frames were left undecoded
     errors: list[str] = field(default_factory=list)
     last_time: float = 0.0
 
 
 class VideoSource:
-    """Decodes one source once; yields :class:`Frame` objects at ``fps`` (None: every frame)."""
+    """Decodes one source once; yields :class:`Frame` objects at ``fps`` (None: every frame).
+
+    ``threads``: decoder threads (0: FFmpeg's choice, frame threads on every core: fastest for one file; 1: what a
+    live camera needs, see :class:`trustcam.ingest.stream.LiveStream`). ``skip_unsampled``: packets of frames that
+    sampling to ``fps`` will drop are not decoded when no other frame refers to them (B-frames, ~40 % of an x264
+    stream): the demuxer and packet taps still see every packet, so recording and live video are unaffected, and
+    no sampled frame is lost (files: the same frames; live: a frame may come one frame interval later). Off by
+    default because damage in a packet that is never decoded is not reported either.
+    """
 
     def __init__(
         self,
@@ -138,9 +149,13 @@ class VideoSource:
         max_decode_errors: int = 50,
         packet_tap: PacketTap | None = None,
         connection_tap: ConnectionTap | None = None,
+        threads: int = 0,
+        skip_unsampled: bool = False,
     ) -> None:
         self.url = url
         self.kind = source_kind(url)
+        self.threads = threads
+        self.skip_unsampled = skip_unsampled
         self.fps = fps
         self.size = size
         self.timeout_s = timeout_s
@@ -151,6 +166,7 @@ class VideoSource:
         self.stream_fps: float | None = None
         self._end_media: float | None = None  # media time where the last decoded frame ends (files)
         self._bad_run: _BadRun | None = None  # undecodable packets since the last good frame: one problem
+        self._recent_times: deque[float] = deque(maxlen=32)  # file times of the last packets (skip_unsampled)
         self.packet_tap = packet_tap
         self.connection_tap = connection_tap
         self.tap_errors = 0
@@ -231,6 +247,8 @@ class VideoSource:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             ctx = stream.codec_context
+            if self.threads:
+                ctx.thread_count = self.threads
             self.native_size = (ctx.width, ctx.height)
             rate = stream.average_rate or stream.guessed_rate
             self.stream_fps = float(rate) if rate else None
@@ -238,11 +256,16 @@ class VideoSource:
             next_time: float | None = None
             base: float | None = None
             tap = self.packet_tap
+            skipping = self.skip_unsampled and step > 0
             if self.connection_tap is not None:
                 self._call_tap(self.connection_tap, stream)
             for packet in self._packets(container, stream, name):
-                if tap is not None and packet.size:
-                    self._call_tap(tap, packet, stream)
+                if packet.size:
+                    self.report.packets += 1
+                    if tap is not None:
+                        self._call_tap(tap, packet, stream)
+                if skipping:
+                    self._skip_if_unsampled(ctx, packet, base, next_time, step)
                 if packet.is_corrupt and self.kind == "file":
                     self._damaged(name, f"incomplete or corrupt data{self._at(packet, base)}")
                 try:
@@ -272,6 +295,37 @@ class VideoSource:
             if self.connection_tap is not None:
                 self._call_tap(self.connection_tap, None)
             container.close()
+
+    def _skip_if_unsampled(self, ctx: av.codec.context.CodecContext, packet: av.Packet, base: float | None,
+                           next_time: float | None, step: float) -> None:
+        """Tell the decoder to drop ``packet``'s frame if it is a non-reference frame that sampling will drop."""
+        skip = False
+        if next_time is not None and packet.size:
+            if self.kind == "file":
+                t = self._position(packet, base)
+                skip = base is not None and t is not None and self._unsampled_file_frame(t, next_time, step)
+            else:
+                # A live frame's time is the clock when it leaves the decoder, a little after now: one decoded
+                # later than predicted may have been the one to keep, and the next frame is kept instead.
+                skip = time.time() + 1e-6 < next_time
+        mode = "NONREF" if skip else "DEFAULT"
+        if ctx.skip_frame != mode:
+            ctx.skip_frame = mode
+
+    def _unsampled_file_frame(self, t: float, next_time: float, step: float) -> bool:
+        """Whether sampling will drop the file frame at ``t``. Sampling keeps the first frame at or after each point
+        ``next_time + k * step``, and ``next_time`` only grows, but lags here: B-frames are decoded before frames
+        shown ahead of them. So a frame is dropped for sure before ``next_time``, and after it when no point lies
+        between the frame shown before it (its packet came earlier) and itself."""
+        recent = self._recent_times
+        earlier = max((x for x in recent if x < t - 1e-9), default=None)
+        recent.append(t)
+        if t + 1e-6 < next_time:
+            return True
+        if earlier is None:
+            return False
+        point = next_time + math.floor((t + 1e-6 - next_time) / step) * step  # the last one at or before t
+        return point <= earlier + 1e-6
 
     def _call_tap(self, tap: Callable[..., None], *args: object) -> None:
         """Run a tap; its failure is logged, never raised: recording must not stop analysis. The first error
