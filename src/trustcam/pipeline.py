@@ -7,7 +7,6 @@ kept alive between re-checks instead of being re-detected every frame.
 
 from __future__ import annotations
 
-import hashlib
 import time as clock
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from trustcam.config.schema import CameraConfig, ObjectsConfig, Settings
 from trustcam.events.builder import EventBuilder, SnapshotStore
 from trustcam.events.model import MotionWhileBlind, SceneChanged
 from trustcam.ingest.frame import Frame
+from trustcam.phase import camera_phase
 from trustcam.rules.engine import RuleEngine
 from trustcam.vision.detections import Detections, iou_matrix
 from trustcam.vision.detectors.base import Detector
@@ -360,7 +360,7 @@ def _phase(camera: str) -> float:
     name. A tiled pass is ~25 model calls at 1080p; cameras started together would otherwise make them all in the
     same second, every period, and the shared detector's backlog overflowed their 1-second frame queues (frames
     dropped with the CPU half idle). Staggered, they take turns; every camera still makes one per period."""
-    return 0.5 + 0.5 * int.from_bytes(hashlib.sha256(camera.encode()).digest()[:4], "big") / 2**32
+    return 0.5 + 0.5 * camera_phase(camera)
 
 
 def _area(box: tuple[float, ...]) -> float:

@@ -28,6 +28,7 @@ from trustcam.bus import Bus
 from trustcam.config.schema import AlertsConfig, CameraConfig
 from trustcam.ingest.frame import Frame
 from trustcam.monitor.canary_target import CanaryTarget, composite, load_target, place
+from trustcam.phase import camera_phase
 from trustcam.vision.catalog import ModelError
 from trustcam.vision.detections import iou_matrix
 from trustcam.vision.detectors.failover import DetectorFailure
@@ -123,7 +124,9 @@ class CanaryMonitor:
             except ModelError as exc:
                 self._target_error = str(exc)
                 log.warning("camera %s: canary cannot run: %s", camera, exc)
-        self._next = clock() + min(first_after_s, self.config.every_s)
+        # the first probe 1-2x first_after_s after start, by camera: probes of cameras started together would stall
+        # them all at once (each composites and detects a whole frame), spread they take turns
+        self._next = clock() + min(first_after_s * (1.0 + camera_phase(camera)), self.config.every_s)
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
         self._probes = 0
