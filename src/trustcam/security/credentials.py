@@ -11,9 +11,10 @@ import hmac
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, Row, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from trustcam.security.errors import SecurityError
@@ -22,6 +23,7 @@ from trustcam.security.tables import ApiTokenRow, ChallengeRow, SessionRow
 
 CHALLENGE_S = 300.0
 CHALLENGE_ATTEMPTS = 5
+LAST_USED_EVERY_S = 5.0  # a token's last_used is written at most this often: no database write per request
 TOKEN_FORMAT = re.compile(r"^tc_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 
 # Which token roles an owner may mint: never more than the owner's own rights.
@@ -66,7 +68,10 @@ class TokenInfo:
     revoked: float | None
 
 
-def _token(row: ApiTokenRow) -> TokenInfo:
+_TOKEN_BY_ID = select(ApiTokenRow.__table__).where(ApiTokenRow.id == bindparam("id"))  # built once, not per request
+
+
+def _token(row: ApiTokenRow | Row[Any]) -> TokenInfo:
     return TokenInfo(row.id, row.user_id, row.name, Role(row.role), row.created, row.expires, row.last_used,
                      row.revoked)
 
@@ -178,15 +183,19 @@ class Credentials:
         if not match:
             return None
         now = time.time()
-        with Session(self.engine) as session, session.begin():
-            row = session.get(ApiTokenRow, match.group(1))
+        # Core, not the ORM: this runs on every API request, and a mapped row cost more than the lookup itself.
+        with self.engine.connect() as connection:
+            row = connection.execute(_TOKEN_BY_ID, {"id": match.group(1)}).first()
             if row is None or not hmac.compare_digest(row.secret_sha256, digest(match.group(2))):
                 return None
             if row.revoked is not None or row.expires < now:
                 return None
-            if row.last_used is None or now - row.last_used > 5:
-                row.last_used = now
-            return _token(row)
+            info = _token(row)
+            if row.last_used is None or now - row.last_used > LAST_USED_EVERY_S:
+                connection.execute(update(ApiTokenRow).where(ApiTokenRow.id == row.id).values(last_used=now))
+                connection.commit()
+                info = replace(info, last_used=now)
+            return info
 
     def tokens(self, user_id: int | None = None) -> list[TokenInfo]:
         query = select(ApiTokenRow).order_by(ApiTokenRow.created)

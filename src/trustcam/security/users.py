@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, Row, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from trustcam.security import passwords, totp
@@ -32,10 +33,15 @@ class User:
     biometrics: bool = False  # sees faces unblurred and identities (granted like unmasked, whatever the role)
 
 
-def _user(row: UserRow) -> User:
+def _user(row: UserRow | Row[Any]) -> User:
     return User(row.id, row.username, Role(row.role), None if row.cameras is None else frozenset(row.cameras),
                 bool(row.mfa_enabled), bool(row.disabled), row.created, row.updated, bool(row.unmasked),
                 bool(row.biometrics))
+
+
+_USER_BY_ID = select(UserRow.id, UserRow.username, UserRow.role, UserRow.cameras, UserRow.mfa_enabled, UserRow.disabled,
+                     UserRow.created, UserRow.updated, UserRow.unmasked,
+                     UserRow.biometrics).where(UserRow.id == bindparam("id"))
 
 
 def check_username(username: str) -> str:
@@ -69,9 +75,10 @@ class UserStore:
             return _user(row) if row else None
 
     def by_id(self, user_id: int) -> User | None:
-        with Session(self.engine) as session:
-            row = session.get(UserRow, user_id)
-            return _user(row) if row else None
+        """Core, not the ORM, and only the columns a :class:`User` has: every API request reads its principal."""
+        with self.engine.connect() as connection:
+            row = connection.execute(_USER_BY_ID, {"id": user_id}).first()
+        return _user(row) if row else None
 
     def need(self, username: str) -> User:
         user = self.get(username)

@@ -9,7 +9,8 @@ Every router declares its roles with ``Depends(require(...))``; nothing else che
   none or it expired, 403 when the principal's role is not among ``roles`` (or its session still has to enrol
   MFA), and for cookie sessions on unsafe methods (POST/PUT/PATCH/DELETE) checks the ``X-CSRF-Token`` header
   against the session's CSRF token (403 otherwise). It returns the :class:`Principal`. ``require()`` with no
-  role admits any signed-in user.
+  role admits any signed-in user. A credential's principal is reused for up to a second while the database is
+  unchanged (:class:`PrincipalCache`): any commit, from any process, makes the next request look it up again.
 - ``require_camera(principal, camera)`` raises 404 when the camera is not granted to the principal (a viewer must
   not learn that other cameras exist).
 - ``audit(request, principal, action, target, outcome="ok", **details)`` appends to the hash-chained audit log
@@ -22,19 +23,26 @@ from __future__ import annotations
 import functools
 import hmac
 import ipaddress
+import itertools
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple
 
 from fastapi import HTTPException, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
 
 from trustcam.security.access import AccessControl
-from trustcam.security.credentials import csrf_token, public_id
+from trustcam.security.credentials import csrf_token, digest, public_id
 from trustcam.security.errors import SecurityError
 from trustcam.security.roles import Role
+from trustcam.storage.database import sqlite_file
 
 SESSION_COOKIE = "trustcam_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -129,8 +137,13 @@ def _unauthenticated(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _lookup(service: AccessControl, bearer: str | None, cookie: str | None
-            ) -> tuple[Principal, bool] | None:
+class Found(NamedTuple):
+    principal: Principal
+    mfa_pending: bool  # the session's user must still enrol MFA
+    expires: float  # epoch s: the token's or session's absolute end
+
+
+def _lookup(service: AccessControl, bearer: str | None, cookie: str | None) -> Found | None:
     """The principal behind a bearer token or session cookie (database reads only, no argon2), with whether its
     session must still enrol MFA; None when the credential is unknown, expired, revoked or its user disabled."""
     if bearer is not None:
@@ -138,34 +151,112 @@ def _lookup(service: AccessControl, bearer: str | None, cookie: str | None
         if found is None:
             return None
         user, token = found
-        return Principal(user.id, user.username, token.role, user.cameras, "token", f"token:{token.id}",
-                         user.unmasked, user.biometrics), False
+        return Found(Principal(user.id, user.username, token.role, user.cameras, "token", f"token:{token.id}",
+                               user.unmasked, user.biometrics), False, token.expires)
     if cookie:
         found_session = service.by_session(cookie)
         if found_session is None:
             return None
         user, session = found_session
-        return (Principal(user.id, user.username, user.role, user.cameras, "session", public_id(session.digest),
-                          user.unmasked, user.biometrics), service.mfa_pending(user))
+        return Found(Principal(user.id, user.username, user.role, user.cameras, "session", public_id(session.digest),
+                               user.unmasked, user.biometrics), service.mfa_pending(user), session.expires)
     return None
 
 
-def authenticate(request: Request, cookie: str | None, bearer: HTTPAuthorizationCredentials | None) -> Principal:
-    """Who is asking (bearer token first, then the session cookie), with MFA-enrolment and CSRF checks."""
-    service = access_control(request)
-    if bearer is None and not cookie:
-        raise _unauthenticated("not signed in: log in (POST /api/auth/login) or send 'Authorization: Bearer "
-                               "<api token>'")
-    token_value = bearer.credentials if bearer is not None else None
-    found = _lookup(service, token_value, cookie)
-    if found is None and token_value is not None:
-        raise _unauthenticated("API token invalid, expired or revoked (or its role needs MFA and its owner has "
-                               "none); create a new one (POST /api/me/tokens)")
-    if found is None:
-        raise _unauthenticated("session expired or ended; log in again (POST /api/auth/login)")
-    principal, mfa_pending = found
+PRINCIPAL_TTL_S = 1.0  # how long a looked-up principal may answer for its credential without the database
+
+
+class DatabaseVersion:
+    """A number that changes whenever anything is committed to the SQLite database, by this process or any other:
+    ``PRAGMA data_version`` on a connection of our own that never writes (a few µs, no I/O, no thread hop)."""
+
+    def __init__(self, path: Path) -> None:
+        self._connection = sqlite3.connect(path, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._failures = itertools.count(-1, -1)
+
+    def __call__(self) -> int:
+        try:
+            with self._lock:
+                return int(self._connection.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return next(self._failures)  # never equal to an earlier answer: whatever was cached is looked up again
+
+
+class _Cached(NamedTuple):
+    found: Found
+    version: int  # the database's version before the lookup
+    monotonic: float
+    wall: float
+
+
+class PrincipalCache:
+    """Principals of credentials seen in the last second, so that most requests authenticate without a database
+    query and without a thread hop (together most of an API request's cost after its own query).
+
+    An entry answers only while the database is unchanged since *before* its lookup: any commit, by this process or
+    another (a revocation, logout, disabling, role or camera change in the API, ``trustcam users disable`` on the
+    CLI, or a row edited by hand) retires every entry before the next request, so nothing is refused or allowed
+    later than without the cache. It also ages out after PRINCIPAL_TTL_S (by both clocks) and at the credential's
+    own end, so a busy credential is still looked up every second (its ``last_used`` / ``last_seen`` stay fresh).
+    Only SQLite can tell cheaply that nothing changed: with PostgreSQL (or an in-memory database) nothing is cached
+    and every request is looked up. Keys are sha256 digests, never the secrets; only valid credentials are cached."""
+
+    def __init__(self, version: DatabaseVersion | None, ttl_s: float = PRINCIPAL_TTL_S, size: int = 4096) -> None:
+        self.version = version
+        self.ttl_s = ttl_s
+        self.size = size
+        self._entries: dict[str, _Cached] = {}
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> PrincipalCache:
+        database = sqlite_file(engine.url.render_as_string(hide_password=False))
+        return cls(DatabaseVersion(database) if database is not None else None)
+
+    @staticmethod
+    def key(bearer: str | None, cookie: str | None) -> str:
+        return f"t{digest(bearer)}" if bearer is not None else f"s{digest(cookie or '')}"
+
+    def current(self) -> int | None:
+        """The version to :meth:`put` with (read before the lookup); None: nothing is cached."""
+        return self.version() if self.version is not None else None
+
+    def get(self, key: str) -> Found | None:
+        entry = self._entries.get(key)
+        if entry is None or self.version is None:
+            return None
+        wall = time.time()
+        if (not 0 <= wall - entry.wall < self.ttl_s or time.monotonic() - entry.monotonic >= self.ttl_s
+                or wall >= entry.found.expires or entry.version != self.version()):
+            self._entries.pop(key, None)
+            return None
+        return entry.found
+
+    def put(self, key: str, found: Found, version: int | None) -> None:
+        if version is None:
+            return
+        if len(self._entries) >= self.size:
+            self._entries.clear()  # thousands of credentials active within a second: start over
+        self._entries[key] = _Cached(found, version, time.monotonic(), time.time())
+
+
+def principal_cache(request: Request) -> PrincipalCache:
+    """The app's :class:`PrincipalCache` (one per app and database), made on first use."""
+    ctx = request.app.state.ctx
+    cache = ctx.extras.get("principal_cache")
+    if cache is None:
+        with _lock:
+            cache = ctx.extras.get("principal_cache")
+            if cache is None:
+                cache = ctx.extras["principal_cache"] = PrincipalCache.for_engine(ctx.engine)
+    return cache  # type: ignore[no-any-return]
+
+
+def _admit(request: Request, found: Found, cookie: str | None, token_value: str | None) -> Principal:
+    """The checks made on every request whatever the lookup (MFA enrolment, CSRF), then the request's principal."""
+    principal = found.principal
     if principal.via == "session":
-        if mfa_pending and request.url.path not in ENROLMENT_PATHS:
+        if found.mfa_pending and request.url.path not in ENROLMENT_PATHS:
             raise HTTPException(403, f"your role ({principal.role.value}) requires two-factor authentication: enrol "
                                 "first with POST /api/me/mfa/enroll, then POST /api/me/mfa/confirm")
         if request.method in UNSAFE_METHODS:
@@ -179,22 +270,57 @@ def authenticate(request: Request, cookie: str | None, bearer: HTTPAuthorization
     return principal
 
 
+def authenticate(request: Request, cookie: str | None, bearer: HTTPAuthorizationCredentials | None) -> Principal:
+    """Who is asking (bearer token first, then the session cookie), with MFA-enrolment and CSRF checks. Reads the
+    database (call it in a worker thread) and leaves the principal in :func:`principal_cache`."""
+    service = access_control(request)
+    if bearer is None and not cookie:
+        raise _unauthenticated("not signed in: log in (POST /api/auth/login) or send 'Authorization: Bearer "
+                               "<api token>'")
+    token_value = bearer.credentials if bearer is not None else None
+    cache = principal_cache(request)
+    version = cache.current()  # before the lookup: a change committed during it retires the entry
+    found = _lookup(service, token_value, cookie)
+    if found is None and token_value is not None:
+        raise _unauthenticated("API token invalid, expired or revoked (or its role needs MFA and its owner has "
+                               "none); create a new one (POST /api/me/tokens)")
+    if found is None:
+        raise _unauthenticated("session expired or ended; log in again (POST /api/auth/login)")
+    cache.put(PrincipalCache.key(token_value, cookie), found, version)
+    return _admit(request, found, cookie, token_value)
+
+
+def authenticate_cached(request: Request, cookie: str | None,
+                        bearer: HTTPAuthorizationCredentials | None) -> Principal | None:
+    """:func:`authenticate` from :func:`principal_cache` alone (no database, so on the event loop); None when the
+    credential is not cached (or there is none): then :func:`authenticate` decides."""
+    token_value = bearer.credentials if bearer is not None else None
+    if token_value is None and not cookie:
+        return None
+    found = principal_cache(request).get(PrincipalCache.key(token_value, cookie))
+    return None if found is None else _admit(request, found, cookie, token_value)
+
+
 def still_signed_in(request: Request) -> Principal | None:
     """The request's principal as it stands *now* (None when its session ended, its token was revoked or its user
     disabled): long responses such as the live stream call it while they run, so a right that ends mid-stream ends
-    the stream too. Database reads only, no argon2."""
+    the stream too. Database reads only, no argon2, never the cache."""
     token_value, cookie = getattr(request.state, "credential", (None, None))
     found = _lookup(access_control(request), token_value, cookie)
-    return None if found is None or found[1] else found[0]
+    return None if found is None or found.mfa_pending else found.principal
 
 
 def require(*roles: Role) -> Callable[..., Principal]:
     """A dependency admitting signed-in users whose role is in ``roles`` (any role when none are given)."""
     allowed = frozenset(roles)
 
-    def dependency(request: Request, cookie: Annotated[str | None, Security(_cookie)] = None,
-                   bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None) -> Principal:
-        principal = authenticate(request, cookie, bearer)
+    async def dependency(request: Request, cookie: Annotated[str | None, Security(_cookie)] = None,
+                         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None
+                         ) -> Principal:
+        # async: a cached principal is admitted on the event loop, and only a lookup takes a worker thread
+        principal = authenticate_cached(request, cookie, bearer)
+        if principal is None:
+            principal = await run_in_threadpool(authenticate, request, cookie, bearer)
         if allowed and principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
             raise HTTPException(403, f"your role ({principal.role.value}) may not do this; it needs: {names}")

