@@ -34,7 +34,7 @@ import yaml
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from support import free_port
+from support import free_port, wait_until
 from trustcam.alerts.outbox import OutboxRow
 from trustcam.storage.database import open_database
 from trustcam.storage.leases import LEASES
@@ -50,15 +50,8 @@ RAY_ENV = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_thres
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned), failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
+    """:func:`support.wait_until` polling once a second by default: most predicates here run a CLI or a query."""
+    return wait_until(predicate, timeout, what, every)
 
 
 def _children(pid: int) -> list[int]:

@@ -75,15 +75,20 @@ class Principal:
 def access_control(request: Request) -> AccessControl:
     """The app's :class:`AccessControl`, made on first use from ``app.state.ctx`` (settings + engine)."""
     ctx = request.app.state.ctx
-    service = ctx.extras.get("access_control")
-    if service is None:
+    return _extra(ctx, "access_control", lambda: (  # type: ignore[no-any-return]
+        ctx.service.access_control() if ctx.service is not None  # `trustcam run`: the service's, with its witness
+        else AccessControl(ctx.settings, ctx.engine)))
+
+
+def _extra(ctx: Any, key: str, make: Callable[[], Any]) -> Any:
+    """``ctx.extras[key]``, made by ``make`` on first use (once, whichever request thread gets there first)."""
+    found = ctx.extras.get(key)
+    if found is None:
         with _lock:
-            service = ctx.extras.get("access_control")
-            if service is None:
-                service = ctx.extras["access_control"] = (  # `trustcam run`: the service's, with its witness
-                    ctx.service.access_control() if ctx.service is not None
-                    else AccessControl(ctx.settings, ctx.engine))
-    return service  # type: ignore[no-any-return]
+            found = ctx.extras.get(key)
+            if found is None:
+                found = ctx.extras[key] = make()
+    return found
 
 
 @functools.lru_cache(maxsize=8)
@@ -243,13 +248,7 @@ class PrincipalCache:
 def principal_cache(request: Request) -> PrincipalCache:
     """The app's :class:`PrincipalCache` (one per app and database), made on first use."""
     ctx = request.app.state.ctx
-    cache = ctx.extras.get("principal_cache")
-    if cache is None:
-        with _lock:
-            cache = ctx.extras.get("principal_cache")
-            if cache is None:
-                cache = ctx.extras["principal_cache"] = PrincipalCache.for_engine(ctx.engine)
-    return cache  # type: ignore[no-any-return]
+    return _extra(ctx, "principal_cache", lambda: PrincipalCache.for_engine(ctx.engine))  # type: ignore[no-any-return]
 
 
 def _admit(request: Request, found: Found, cookie: str | None, token_value: str | None) -> Principal:
