@@ -32,3 +32,15 @@ def test_a_camera_with_a_site_asks_for_that_sites_resource() -> None:
     assert camera_resources(settings, "gate") == {"camera": 1, "site-north": 1}
     assert camera_resources(settings, "yard") == {"camera": 1}
     assert "site-north" in next(a for a in worker_command("head:6379", 2, "north", 1) if a.startswith("--resources"))
+
+
+def test_a_head_address_where_nothing_listens_fails_fast_with_the_fix() -> None:
+    """Not Ray's 30 s GCS retries per attempt, page after page: one message naming the address and what to check."""
+    import pytest
+
+    from support import free_port
+    from trustcam.cluster.control import connect
+    from trustcam.errors import UserError
+
+    with pytest.raises(UserError, match=r"nothing answers at 127\.0\.0\.1:\d+: start the head"):
+        connect(f"127.0.0.1:{free_port()}", timeout_s=2.0)

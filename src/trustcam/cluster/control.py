@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -134,6 +135,13 @@ def connect(address: str, timeout_s: float = 120.0) -> None:
     import ray
 
     deadline = time.monotonic() + timeout_s
+    host, _, port = address.rpartition(":")
+    while not _listening(host or "127.0.0.1", int(port) if port.isdigit() else 6379):
+        if time.monotonic() > deadline:  # ray.init itself would wait ~30 s per try and print Ray's own retries
+            raise UserError(f"nothing answers at {address}: start the head there with trustcam cluster head, check "
+                            "the address (HOST:PORT, --port of the head) and that the port is open between the "
+                            "machines")
+        time.sleep(1.0)
     while True:
         try:
             ray.init(address=address, namespace=NAMESPACE, logging_level="WARNING", log_to_driver=False)
@@ -143,6 +151,15 @@ def connect(address: str, timeout_s: float = 120.0) -> None:
                 raise UserError(f"cannot reach the Ray head at {address} ({exc}); start it with trustcam cluster "
                                 "head, check the address and that the port is open between the machines") from None
             time.sleep(1.0)
+
+
+def _listening(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections at host:port (the head's GCS port), within a second."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
 def camera_nodes() -> int:

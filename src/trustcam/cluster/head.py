@@ -66,8 +66,12 @@ class ActorLiveHub(LiveHub):
     latest analysed frame and draws, redacts and encodes it where the frame is; the head asks it for the JPEG (one
     Ray call per new frame and viewer). A camera whose actor does not answer (moving) has no frame."""
 
-    def __init__(self, cameras: dict[str, CameraConfig], timeout_s: float = 5.0) -> None:
+    def __init__(self, cameras: dict[str, CameraConfig], running: Callable[[str], bool],
+                 timeout_s: float = 5.0) -> None:
+        """``running``: whether the camera's actor answered the head's last round; one that did not (moving,
+        starting) is not asked, so a camera list or a viewer never waits ``timeout_s`` on a restarting actor."""
         super().__init__(cameras)
+        self.running = running
         self.timeout_s = timeout_s
 
     def _ask(self, camera: str, method: str, *args: Any) -> Any:
@@ -75,6 +79,8 @@ class ActorLiveHub(LiveHub):
 
         from trustcam.cluster.control import NAMESPACE, actor_name
 
+        if not self.running(camera):
+            return None
         try:
             handle = ray.get_actor(actor_name(camera), namespace=NAMESPACE)
             return ray.get(getattr(handle, method).remote(*args), timeout=self.timeout_s)
@@ -213,7 +219,8 @@ class ClusterHead:
 
         ctx = AppContext(settings=self.settings, engine=self.engine, bus=self.bus, config_path=self.config_path,
                          vault=self.vault, status=self.board, alerts=OutboxAlerts(self.bus, self.alerts.outbox),
-                         live=ActorLiveHub({c: self.settings.cameras[c] for c in self.cameras}))
+                         live=ActorLiveHub({c: self.settings.cameras[c] for c in self.cameras},
+                                           running=lambda camera: self.states.get(camera) is not None))
         access = AccessControl(self.settings, self.engine, witness=build_witness(self.settings, self.bus.publish))
         access.start()
         ctx.extras["access_control"] = access  # the server's stop() signs the audit head
