@@ -241,16 +241,18 @@ class ClusterHead:
 
         timeout_s = max(2.0, self.settings.cluster.node_check_s)
         try:
-            self.states = camera_states(self.cameras, timeout_s=timeout_s)
+            # the node table first: a node found dead is named with the cameras it ran as of the previous rounds,
+            # before this round sees them restarted elsewhere (Ray restarts them as soon as it marks the node dead)
             self.nodes = ray.nodes()
+            for alert in self.watch.check(self.nodes, self.cameras_on):
+                log.error("%s", alert.message)
+                self.bus.publish(alert)  # the dispatcher queues it in the outbox and delivers it
+            self.states = camera_states(self.cameras, timeout_s=timeout_s)
             self.pools = pool_stats(timeout_s=timeout_s) if self.settings.cluster.detector_pool else {}
             for camera, state in self.states.items():
                 if state is not None:
                     self._last_node[camera] = state["node_id"]
             self.board.update(self.states)
-            for alert in self.watch.check(self.nodes, self.cameras_on):
-                log.error("%s", alert.message)
-                self.bus.publish(alert)  # the dispatcher queues it in the outbox and delivers it
         except Exception:  # a failed round is retried at the next; the head must not die of a status query
             log.exception("cluster check failed; retrying in %g s", self.settings.cluster.node_check_s)
 
