@@ -132,6 +132,37 @@ def test_a_bad_image_fails_its_own_caller_only(shared: SharedDetectors, yolox: D
     assert shared.service.alive() and shared.service.stats.restarts == 0
 
 
+def test_a_busy_service_is_waited_for_not_taken_for_hung(installed_models: None, yolox: Detector,
+                                                        images: list[np.ndarray]) -> None:
+    """Many cameras at once on one worker, one image per model call: the last requests wait in the queue longer than
+    the call deadline while the child answers the others. They are answered (counted late), nothing fails over and
+    the child is not restarted; with an overload limit below that wait the last ones fail as overloaded instead."""
+    service = DetectorService("yolox-nano", max_batch=1, workers=1)
+    cameras = 32
+    try:
+        clients = [service.client(deadline_s=0.3) for _ in range(cameras)]
+        start = time.monotonic()
+        results = in_threads(lambda i: (clients[i].detect(images[i % len(images)]), time.monotonic() - start), cameras)
+        waits = sorted(r[1] for r in results if isinstance(r, tuple))
+        figures = f"{service.stats}, waits {waits[0]:.2f}-{waits[-1]:.2f}s"
+        assert all(isinstance(r, tuple) for r in results), f"{[r for r in results if not isinstance(r, tuple)]}"
+        for i, (dets, _) in enumerate(results):  # type: ignore[misc]
+            assert close_to(dets, yolox.detect(images[i % len(images)]))
+        assert waits[-1] > 0.3 and service.stats.late >= 1, f"the queue outlasted the deadline: {figures}"
+        assert service.stats.restarts == 0 and service.stats.overloaded == 0 and service.alive(), figures
+        print(f"\nbusy service: {figures}")
+
+        for client in clients:
+            client.overload_after_s = 0.3
+        results = in_threads(lambda i: clients[i].detect(images[i % len(images)]), cameras)
+        failed = [r for r in results if isinstance(r, DetectorFailure)]
+        assert failed and all("overloaded" in f.reason for f in failed), results
+        assert len(failed) == service.stats.overloaded < cameras, service.stats
+        assert service.alive() and service.stats.restarts == 0
+    finally:
+        service.close()
+
+
 def _fail_over_and_back(shared: SharedDetectors, images: list[np.ndarray], yolox: Detector, nanodet: Detector,
                         sig: signal.Signals, within_s: tuple[float, float], reason: str) -> list[CoverageChange]:
     changes: list[CoverageChange] = []

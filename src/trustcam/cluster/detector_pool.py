@@ -121,6 +121,9 @@ class DetectorPool:
         try:
             service.owners[client.id] = caller
             client.deadline_s = deadline_s
+            # the remote caller stops waiting at its deadline (plus transport): a request still queued by then is
+            # withdrawn as overloaded rather than run for nobody; a hung model is still judged by its own progress
+            client.overload_after_s = deadline_s
             return ("ok", client.detect(image, threshold))
         except DetectorFailure as e:
             return ("error", e.reason)
@@ -153,17 +156,19 @@ class DetectorPool:
 
     def stats(self) -> dict[str, Any]:
         """Batching figures for ``trustcam cluster status`` and the tests: ``calls`` model batches, ``requests``
-        detections asked, ``max_batch`` the largest batch, ``mixed_calls`` batches with several callers."""
+        detections asked, ``max_batch`` the largest batch, ``mixed_calls`` batches with several callers, ``late``
+        requests answered after their caller's deadline (queued on a busy node), ``overloaded`` those that gave up."""
         service = self.service
         base = {"model": self.model, "failure": self.failure, "max_batch_allowed": self.options["max_batch"],
                 "clients": len(self._free), "callers": len(self.callers)}
         if service is None:
             return {**base, "calls": 0, "requests": 0, "max_batch": 0, "mean_batch": 0.0, "mixed_calls": 0,
-                    "restarts": 0, "alive": False}
+                    "restarts": 0, "late": 0, "overloaded": 0, "alive": False}
         s = service.stats
         return {**base, "calls": s.batches, "requests": s.requests, "max_batch": s.largest,
                 "mean_batch": s.requests / s.batches if s.batches else 0.0, "mixed_calls": service.mixed_batches,
-                "restarts": s.restarts, "alive": service.alive(), "pid": service.pid}
+                "restarts": s.restarts, "late": s.late, "overloaded": s.overloaded, "alive": service.alive(),
+                "pid": service.pid}
 
     def close(self) -> None:
         """Stop the model process (before the actor is killed: a SIGKILLed actor leaves its child to the init)."""

@@ -463,7 +463,10 @@ class DetectorConfig(StrictModel):
         "the primary, run in its own process, hangs or crashes. Empty = no failover, primary in-process.",
     )
     call_deadline_s: float = Field(
-        0.8, gt=0, le=30, description="A detector call that takes longer counts as hung and fails over."
+        0.8, gt=0, le=30, description="A detector call the model has not answered within this counts as hung and "
+        "fails over. On the shared detector service the model is judged by its own progress: a call queued behind "
+        "other cameras' waits while the model keeps answering (up to 10x this; up to this in a cluster's detector "
+        "pool), so a busy node is not taken for hung."
     )
     threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads per detector.")
     score_threshold: float = Field(

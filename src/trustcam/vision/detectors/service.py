@@ -14,9 +14,13 @@ more, up to ``max_batch``) and sends it as one message. The child answers the wh
 dimension is dynamic, else one call per image in the child (the bundled models are exported with batch 1).
 Images travel through each client's shared-memory buffer, never through the pipe.
 
-A caller whose deadline passes while its request is with the child declares the child hung and kills it, so it
-can never answer late; every other pending caller then fails at once with the same reason and fails over. A
-crash fails them the same way. The next :meth:`ServiceClient.restart` (the failover's restart loop, with its
+The child is judged by its own progress, not by one caller's wait: a caller whose deadline passes keeps waiting
+while the child answers batches (its request was queued behind other cameras' on a busy node: failing over would put
+the backup model's calls on the same busy cores and make every camera slower, so it waits and counts as ``late``).
+Once the batch in the child has gone unanswered for a whole deadline, the child is hung: the caller kills it, so it
+can never answer late, and every other pending caller fails at once with the same reason and fails over. A request
+still queued after ``overload_after_s`` fails as overloaded (a node far beyond its capacity). A crash fails them all
+at once too. The next :meth:`ServiceClient.restart` (the failover's restart loop, with its
 backoff) starts a fresh child; the first camera to ask restarts it, the others find it running.
 """
 
@@ -122,6 +126,9 @@ class _Request:
     shape: tuple[int, ...]
     dtype: str
     threshold: float
+    overload_s: float = 10.0  # how long it may stay queued while the child answers others
+    queued_at: float = field(default_factory=time.monotonic)
+    late: bool = False  # its caller's deadline passed while the service was busy with other requests
     generation: int = 0
     state: Literal["queued", "sent", "done"] = "queued"
     result: Detections | None = None
@@ -141,6 +148,8 @@ class BatchStats:
     requests: int = 0
     largest: int = 0
     restarts: int = 0
+    late: int = 0  # requests answered after their caller's deadline: queued behind other cameras on a busy node
+    overloaded: int = 0  # requests that failed still queued after ``overload_after_s``
 
 
 class DetectorService:
@@ -148,7 +157,9 @@ class DetectorService:
 
     ``max_batch`` caps the requests sent together; ``gather_s`` is how long the dispatcher waits for more once a
     request is pending and fewer than ``max_batch`` are (a few ms: the latency every call may pay for batching);
-    ``workers`` is how many threads the child spreads a batch over when the model cannot batch (cores to use).
+    ``workers`` is how many threads the child spreads a batch over when the model cannot batch (cores to use);
+    ``overload_after_s`` is how long a request may stay queued behind others while the child makes progress
+    (default: ten times the caller's deadline).
     """
 
     RETRY_AFTER_S = 0.5  # a failed start is reported to other cameras asking within this time, not retried
@@ -162,6 +173,7 @@ class DetectorService:
         max_batch: int = 8,
         gather_s: float = 0.002,
         workers: int = 1,
+        overload_after_s: float | None = None,
         start_timeout_s: float = 60.0,
         context: str = "spawn",
     ) -> None:
@@ -173,6 +185,7 @@ class DetectorService:
         self.max_batch = max_batch
         self.gather_s = gather_s
         self.workers = workers
+        self.overload_after_s = overload_after_s
         self.start_timeout_s = start_timeout_s
         self.sha256 = ""
         self.input_size = 0
@@ -185,6 +198,7 @@ class DetectorService:
         self._restart_lock = threading.Lock()  # one restart at a time; the others then find the child running
         self._queue: deque[_Request] = deque()
         self._sent: list[_Request] = []
+        self._sent_at = 0.0  # when the batch in the child was sent: its progress is judged from then
         self._forget: list[int] = []
         self._broken: str | None = "detector service is not started"  # why the child cannot serve; None = serving
         self._closed = False
@@ -312,26 +326,43 @@ class DetectorService:
             self._queue.append(request)
             self._cond.notify_all()
 
-    def abandon(self, request: _Request, deadline_s: float) -> str | None:
-        """The caller's deadline passed: withdraw a queued request, or, when the child has it, declare the child
-        hung and kill it so it can never answer late. Returns the failure reason, None if it was answered."""
+    def overdue(self, request: _Request, deadline_s: float) -> tuple[str | None, float]:
+        """The caller's deadline passed: ``(reason, 0)`` when the request has failed, ``(None, seconds)`` to wait
+        that much longer, ``(None, 0)`` when it was answered meanwhile.
+
+        The child is hung only when the batch it holds has gone unanswered for ``deadline_s``: then it is killed so
+        it can never answer late, and every pending caller fails over now. While it answers, a queued caller waits
+        (counted ``late``) up to ``overload_after_s``, then fails as overloaded."""
+        now = time.monotonic()
         with self._cond:
             if request.state == "done":
-                return None
-            if request.state == "queued":
+                return None, 0.0
+            if request.generation != self.generation or self._broken is not None:
+                reason = self._broken or "detector process was restarted"
+                request.finish(None, reason)
+                return reason, 0.0
+            if not request.late:
+                request.late = True
+                self.stats.late += 1
+            stalled = now - self._sent_at if self._sent else 0.0
+            if stalled < deadline_s:
+                waited, limit = now - request.queued_at, request.overload_s
+                if request.state == "sent" or waited < limit:
+                    return None, max(min(deadline_s - stalled, limit - waited if request.state == "queued"
+                                         else deadline_s), 0.005)
                 self._queue.remove(request)
-                request.finish(None, "overloaded")
-                return f"detector service overloaded (request still queued after {deadline_s:g}s)"
+                self.stats.overloaded += 1
+                reason = f"detector service overloaded (request still queued after {waited:.1f}s)"
+                request.finish(None, reason)
+                return reason, 0.0
             reason = f"detector hung (no answer within {deadline_s:g}s)"
-            process = self._process if request.generation == self.generation else None
-            if self._broken is None and process is not None:
-                self._broken = reason
-                self._fail_pending(reason)  # the other callers fail over now, not at their own deadline
-                self._cond.notify_all()
-            request.finish(None, reason)
+            process = self._process
+            self._broken = reason
+            self._fail_pending(reason)  # the other callers fail over now, not at their own deadline
+            self._cond.notify_all()
         if process is not None and process.is_alive():
             process.kill()
-        return reason
+        return reason, 0.0
 
     def _fail_pending(self, reason: str) -> None:
         """Fail every queued and sent request (caller holds ``_cond``)."""
@@ -359,7 +390,7 @@ class DetectorService:
         batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
         for request in batch:
             request.state = "sent"
-        self._sent = batch
+        self._sent, self._sent_at = batch, time.monotonic()
         forget, self._forget = self._forget, []
         return batch, forget
 
@@ -405,6 +436,7 @@ class ServiceClient:
     def __init__(self, service: DetectorService, *, deadline_s: float = 1.0) -> None:
         self.service = service
         self.deadline_s = deadline_s
+        self.overload_after_s: float | None = None  # None: the service's, else ten times ``deadline_s``
         self.score_threshold = service.score_threshold
         self.calls = 0
         self.id = service._new_client_id()
@@ -439,17 +471,23 @@ class ServiceClient:
         return self.service.alive()
 
     def detect(self, image: np.ndarray, score_threshold: float | None = None) -> Detections:
-        """Detect in the service; raise :class:`DetectorFailure` on a crash, a hang or after ``deadline_s``."""
+        """Detect in the service; raise :class:`DetectorFailure` on a crash, when the child holds a batch unanswered
+        for ``deadline_s`` (hung), or when the request stays queued past the service's overload limit."""
         threshold = self.score_threshold if score_threshold is None else score_threshold
         with self._lock:
             start = time.monotonic()
             image = np.ascontiguousarray(image)
-            request = _Request(self.id, self._image.share(image), image.shape, image.dtype.str, threshold)
+            overload_s = self.overload_after_s or self.service.overload_after_s or 10 * self.deadline_s
+            request = _Request(self.id, self._image.share(image), image.shape, image.dtype.str, threshold,
+                               overload_s)
             self.service.submit(request)
-            if not request.done.wait(max(self.deadline_s - (time.monotonic() - start), 0.0)):
-                reason = self.service.abandon(request, self.deadline_s)
+            wait = max(self.deadline_s - (time.monotonic() - start), 0.0)
+            while not request.done.wait(wait):
+                reason, wait = self.service.overdue(request, self.deadline_s)
                 if reason is not None:
                     raise DetectorFailure(f"{self.name}: {reason}")
+                if wait <= 0:
+                    break
         if request.error is not None:
             raise DetectorFailure(f"{self.name}: {request.error}")
         self.calls += 1
