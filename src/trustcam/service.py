@@ -503,9 +503,9 @@ class Service:
 
             self.vault = Vault(settings.vault, self.engine, on_alert=lambda m: log.warning("vault: %s", m),
                                witness=self.witness, fences=self.fences)
-            # an ended event's record is sealed into its camera's chain; subscribed after the event store, so the
-            # row it hashes is already saved (the bus calls handlers in order, in the publisher's thread)
-            self.bus.subscribe(EventEnded, lambda m, vault=self.vault: vault.seal_event(m.event.id))
+            # an ended event's record is sealed into its camera's chain once its row is stored: through the event
+            # store's write buffer, so an event stored after a database outage is sealed too
+            self.store.seal = self.vault.seal_event
         self.recovery = None
         self.retention = None
         sink = None

@@ -99,8 +99,9 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
     witness = tmp_path / "mirror" / "witness.log"
     vault = Vault(settings.vault, engine, witness=Witness(witness))
     bus = Bus()
-    EventStore(engine).attach(bus)  # the order of `trustcam run` (service.py): saved first, then sealed
-    bus.subscribe(EventEnded, lambda m: vault.seal_event(m.event.id))
+    store = EventStore(engine)  # as `trustcam run` wires it (service.py): saved first, then sealed
+    store.seal = vault.seal_event
+    store.attach(bus)
     return Site(config, Path(settings.resolved_database_url.removeprefix("sqlite:///")), witness, vault, bus)
 
 

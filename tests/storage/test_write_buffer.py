@@ -18,11 +18,14 @@ from trustcam.alerts.dispatcher import AlertDispatcher
 from trustcam.alerts.model import Alert, Severity
 from trustcam.alerts.outbox import OutboxRow
 from trustcam.bus import Bus
-from trustcam.config.schema import Settings
+from trustcam.config.schema import Settings, VaultConfig
 from trustcam.events.model import Event, EventEnded
 from trustcam.storage.database import open_database
 from trustcam.storage.event_store import EventStore
+from trustcam.storage.keys import ENV_KEK
 from trustcam.storage.leases import Fences, Lease, LeaseLost
+from trustcam.storage.schema import CheckpointRow
+from trustcam.storage.vault import Vault
 from trustcam.storage.write_buffer import WriteBuffer
 
 
@@ -78,6 +81,35 @@ def test_an_outage_queues_events_in_order_and_stores_each_once_when_the_database
     assert store.writes.stored_late == 20 and not alerts
     bus.publish(EventEnded(make_event(99)))  # and writes go straight through again
     assert stored_events(back)[-1] == make_event(99).id
+
+
+def test_an_event_stored_after_an_outage_is_sealed_into_the_chain(down: Engine, back: Engine, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """With recording on, an event that ended while the database was away is sealed once it is stored (its seal
+    waits behind it in the same buffer): `evidence chain` finds every event sealed, none "never sealed"."""
+    monkeypatch.delenv(ENV_KEK, raising=False)
+    vault = Vault(VaultConfig(root=tmp_path / "rec", key_file=tmp_path / "keys" / "vault.kek",
+                              signing_key_file=tmp_path / "keys" / "signing.key"), back)
+    now = time.time()
+    vault.store_segment("front", b"footage before the outage", now - 10, now - 5)
+    store = EventStore(down)
+    store.seal = vault.seal_event
+    bus = Bus()
+    store.attach(bus)
+    events = [Event(id=f"{i:032x}", camera="front", label="person", track_id=i, start=now - 4 + i, end=now - 3 + i,
+                    best_score=0.9, best_box=(1, 2, 3, 4), best_time=now - 4 + i, model_name="yolox-nano")
+              for i in range(3)]
+    for event in events:
+        bus.publish(EventEnded(event))
+    assert store.writes.pending == 6, "each event's row and then its seal wait for the database"
+    store.engine = back  # the server is back
+    assert store.writes.flush(10)
+    assert stored_events(back) == [e.id for e in events] and store.writes.refused == 0
+    with Session(back) as session:
+        sealed = [entry[0] for cp in session.scalars(select(CheckpointRow).order_by(CheckpointRow.id))
+                  for entry in cp.events or []]
+    assert sealed == [e.id for e in events]
+    assert vault.verify_chain() == []
 
 
 def test_beyond_the_bound_the_oldest_are_dropped_counted_logged_and_reported(down: Engine, back: Engine,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, select
@@ -26,6 +27,9 @@ class EventStore:
         self.fences = fences  # camera leases (several machines): a stale worker's event is refused (LeaseLost)
         self._bus: Bus | None = None
         self.writes = WriteBuffer("event", buffer, on_lost=self._report_lost)
+        # the vault's ``seal_event`` when footage is recorded: runs after the event's row is stored, through the same
+        # buffer, so an event stored late (the database was away when it ended) is sealed once stored, not never
+        self.seal: Callable[[str], object] | None = None
 
     def attach(self, bus: Bus) -> None:
         """Store every ended event; while the database is away they wait in :attr:`writes` (the camera thread that
@@ -34,8 +38,13 @@ class EventStore:
         bus.subscribe(EventEnded, lambda message: self.save_soon(message.event))
 
     def save_soon(self, event: Event) -> None:
-        """:meth:`save` now, or once the database is back (see :class:`WriteBuffer`)."""
-        self.writes.submit(lambda: self.save(event), f"event {event.id} ({event.camera}, {event.label})")
+        """:meth:`save` now, or once the database is back (see :class:`WriteBuffer`); then :attr:`seal` it, queued
+        behind its row when that had to wait (the buffer keeps order), so the seal always hashes the stored row."""
+        what = f"event {event.id} ({event.camera}, {event.label})"
+        self.writes.submit(lambda: self.save(event), what)
+        seal = self.seal
+        if seal is not None:
+            self.writes.submit(lambda: seal(event.id), f"seal of {what}")
 
     def close(self, timeout: float = 10.0) -> None:
         """Give events still waiting for the database ``timeout`` s to be stored (at shutdown, after the cameras)."""
