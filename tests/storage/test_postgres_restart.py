@@ -1,7 +1,9 @@
 """PostgreSQL restarted mid-run (issue 14): a real ``Service`` analyses a looping clip with its events and alerts in a
 PostgreSQL server of its own, which is stopped (``pg_ctl stop -m fast``) for at least 8 s and started again. The
 camera keeps analysing throughout; the events that ended and the alerts raised while the server was down are stored
-once it is back, each exactly once, and the alerts reach a real webhook receiver once."""
+once it is back, each exactly once, and the alerts reach a real webhook receiver once. The camera records into the
+vault throughout: the segments cut during the outage are stored once it is back, the events that ended meanwhile are
+sealed, and `evidence chain` finds one unbroken, signed chain with every event sealed."""
 
 from __future__ import annotations
 
@@ -112,9 +114,12 @@ def test_postgresql_restarted_mid_run_loses_nothing(postgres: Restartable, loopi
     settings = Settings.model_validate({
         "data_dir": str(tmp_path / "data"), "database_url": postgres.server.url("trustcam"),
         "detector": {"failover": []},
+        "vault": {"root": str(tmp_path / "rec"), "key_file": str(tmp_path / "keys" / "vault.kek"),
+                  "signing_key_file": str(tmp_path / "keys" / "signing.key")},
         "alerts": {"webhooks": [{"name": "ops", "url": receiver.url, "secret_file": str(secret)}]},
         "cameras": {"cam": {
             "source": str(looping_clip), "detect": {"fps": 5}, "objects": {"track": ["person"]},
+            "record": {"enabled": True, "mode": "continuous", "segment_s": 2},
             "zones": {"table": {"coordinates": [[0.40, 0.55], [0.90, 0.55], [0.90, 1.0], [0.40, 1.0]],
                                 "objects": ["person"]}},
             "rules": [{"name": "at-table", "type": "enter_zone", "zone": "table", "threat": "high"}]}}})
@@ -175,6 +180,13 @@ def test_postgresql_restarted_mid_run_loses_nothing(postgres: Restartable, loopi
     finally:
         service.stop()
         receiver.stop()
+    recorder = worker.recorder
+    assert recorder is not None and service.vault is not None
+    print(f"recording: {recorder.stats.stored} segments stored, {recorder.stats.retries} store attempts repeated "
+          f"during the outage, {recorder.stats.failed} lost")
+    assert recorder.stats.failed == 0 and recorder.stats.retries >= 1 and recorder.stats.dropped == 0
+    assert service.vault.segments_between("cam", down_at + 1, up_at - 1), "no footage of the outage in the vault"
+    assert service.vault.verify_chain() == [], "footage or a seal of the outage is missing from the chain"
     # and every event of the whole run is in the database once (those after the outage too)
     with Session(service.engine) as session:
         ids = list(session.scalars(select(EventRow.id)))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import av
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from support import free_port
@@ -266,6 +266,30 @@ def test_live_stream_segments_are_wall_clock_and_closed_when_the_stream_stops(ca
     # sets in front of them (the MP4 muxer stores them length-prefixed, as the source file does)
     assert len(decoded[0].packets) == 60
     assert all(mine.endswith(theirs) for mine, theirs in zip(decoded[0].packets, packets, strict=False))
+
+
+def test_a_database_outage_delays_segments_and_loses_none(car_video: Path, vault: Vault,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The database goes away (a PostgreSQL URL nothing listens on: connections refused) while the recorder cuts
+    segments, and comes back (the vault's real SQLite file) 2 s later: every segment is stored once, in order, in
+    one unbroken chain; none is counted as failed."""
+    back = vault.engine
+    vault.engine = create_engine(f"postgresql+psycopg://trustcam@127.0.0.1:{free_port()}/trustcam",
+                                 connect_args={"connect_timeout": 2})
+    recorder = Recorder("road", config("continuous", segment_s=5), vault, clock=None)
+    timer = threading.Timer(2.0, lambda: setattr(vault, "engine", back))  # the server is back
+    timer.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="trustcam.storage.recorder"):
+            record_file(car_video, recorder)  # close() waits for the writer
+    finally:
+        timer.cancel()
+    segments = stored(vault)  # seq 1..n without a gap
+    assert [s.start for s in segments] == pytest.approx([i * GOP_S for i in range(7)])
+    assert recorder.stats.stored == 7 and recorder.stats.failed == 0 and recorder.stats.retries >= 2
+    assert "database unreachable while storing the segment 0.0-4.8" in caplog.text
+    assert len(list((vault.root / "road").rglob("*.seg"))) == 7, "a failed attempt leaves no orphan file"
+    assert vault.verify_chain(deep=True) == []
 
 
 def test_a_failing_tap_never_stops_analysis(car_video: Path, caplog: pytest.LogCaptureFixture) -> None:

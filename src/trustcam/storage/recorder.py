@@ -32,6 +32,7 @@ from av.video.stream import VideoStream
 from trustcam.bus import Bus
 from trustcam.config.schema import RecordConfig
 from trustcam.events.model import EventEnded, EventStarted
+from trustcam.storage.write_buffer import RETRY_FIRST_S, RETRY_MAX_S, transient
 
 if TYPE_CHECKING:
     pass
@@ -55,6 +56,7 @@ DRIFT_S = 2.0  # re-anchor segment times to our clock when the camera's timestam
 MAX_GAP_S = 60.0  # a forward pts jump larger than this (or any real backward one) is a discontinuity
 MOTION_MERGE_S = 1.0  # motion that pauses for less than this is one stretch of motion
 QUEUE_SEGMENTS = 64  # segments waiting for the sink; more means the vault is stuck: newer ones are dropped
+CLOSE_RETRY_S = 10.0  # at stop, a database still unreachable gets this long before the waiting segments are given up
 
 
 @dataclass
@@ -73,7 +75,8 @@ class RecorderStats:
     segments: int = 0  # closed segments
     stored: int = 0  # accepted by the sink
     dropped: int = 0  # never wanted (motion/events modes), or lost to a stuck sink
-    failed: int = 0  # the sink raised
+    failed: int = 0  # the sink raised (for good: a database outage is waited out, see ``retries``)
+    retries: int = 0  # store attempts repeated because the database was unreachable (a restart, a locked file)
     bytes_stored: int = 0
     last_error: str | None = None
 
@@ -189,6 +192,7 @@ class Recorder:
         self._events: dict[str, _Activity] = {}
         self._now: float | None = None  # time of the newest packet
         self._closed = False
+        self._closed_at: float | None = None  # when close() began: bounds how long a database outage is waited out
         self._mux_errors = 0
         self._queue: queue.Queue[Segment | None] = queue.Queue()
         self._thread = threading.Thread(target=self._write_loop, name=f"recorder-{camera}", daemon=True)
@@ -316,6 +320,7 @@ class Recorder:
             self._settle(final=True)
             self._drop_ring()
             self._closed = True
+            self._closed_at = time.monotonic()
         self._queue.put(None)
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -504,19 +509,39 @@ class Recorder:
         self._queue.put(_Tagged(segment.data, segment.start, segment.end, has_motion, labels))
 
     def _write_loop(self) -> None:
-        store = getattr(self._sink, "store_segment", None)
         while True:
             item = self._queue.get()
             if item is None:
                 return
             assert isinstance(item, _Tagged)
+            self._write(item)
+
+    def _write(self, item: _Tagged) -> None:
+        """Store one segment; while the database is unreachable (a PostgreSQL restart, a SQLite file locked) retry
+        it with backoff, later segments waiting behind it in the queue (order holds: the chain is appended in
+        order). Anything else, or an outage outlasting the stop by ``CLOSE_RETRY_S``, loses the segment (counted)."""
+        store = getattr(self._sink, "store_segment", None)
+        delay = RETRY_FIRST_S
+        while True:
             try:
                 if store is not None:
                     store(self.camera, item.data, item.start, item.end, has_motion=item.has_motion,
                           labels=item.labels)
                 else:
                     self._sink(item.data, item.start, item.end, item.has_motion, item.labels)  # type: ignore[operator]
+                break
             except Exception as exc:
+                closing = self._closed_at is not None and time.monotonic() - self._closed_at > CLOSE_RETRY_S
+                if transient(exc) and not closing:
+                    if delay == RETRY_FIRST_S:
+                        log.warning("camera %s: database unreachable while storing the segment %.1f-%.1f (%s); it "
+                                    "and later segments wait (up to %d) and are retried every %g s at most",
+                                    self.camera, item.start, item.end, type(exc).__name__, QUEUE_SEGMENTS,
+                                    RETRY_MAX_S)
+                    self.stats.retries += 1
+                    time.sleep(delay)
+                    delay = min(2 * delay, RETRY_MAX_S)
+                    continue
                 self.stats.failed += 1
                 self.stats.last_error = f"storing a segment failed: {exc}"
                 if self.stats.failed == 1:  # the traceback once; then one line per lost segment
@@ -525,9 +550,11 @@ class Recorder:
                 else:
                     log.error("camera %s: storing the segment %.1f-%.1f failed (%d so far): %s", self.camera,
                               item.start, item.end, self.stats.failed, exc)
-                continue
-            self.stats.stored += 1
-            self.stats.bytes_stored += len(item.data)
+                return
+        if delay != RETRY_FIRST_S:
+            log.info("camera %s: database back; the segment %.1f-%.1f is stored", self.camera, item.start, item.end)
+        self.stats.stored += 1
+        self.stats.bytes_stored += len(item.data)
 
 
 @dataclass
