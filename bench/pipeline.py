@@ -99,6 +99,8 @@ class PipelineRun:
     analysed: int
     detect_fraction: float
     calls: int
+    full_pass_calls: int
+    whole_frame_calls: int
     detector_s: float
     wall: float
     cpu: float
@@ -237,7 +239,8 @@ def analyse(path: Path, settings: Settings, detector: Detector,
         cpu = time.process_time() - cpu
     stats = result.pipeline.stats
     return PipelineRun(result.report.decoded, stats.frames, stats.detect_fraction, stats.detector_calls,
-                       stats.detector_seconds, result.seconds, cpu, result.error)
+                       stats.full_pass_calls, stats.whole_frame_calls, stats.detector_seconds, result.seconds, cpu,
+                       result.error)
 
 
 def sample_crops(clips: list[Clip], side: int, per_clip: int = 6, every: int = 20) -> list[np.ndarray]:
@@ -368,6 +371,11 @@ def main() -> None:
             print(f"  ! {key}: {r.error}")
     print("pipe fps = decoded frames / wall seconds of analyze_file; det s = time inside the detector stage "
           "(frame BGR conversion, crops, model calls, merging); cpu s = process CPU time, all threads")
+    print("calls by why they were made: full = whole frame + tiles (at start and every detect.full_frame_every_s), "
+          "whole = the whole frame alone (motion too spread, scene change), regions = crops around motion and objects")
+    for key, r in runs.items():
+        regions = r.calls - r.full_pass_calls - r.whole_frame_calls
+        print(f"  {key:<14} full {r.full_pass_calls:>4d}  whole {r.whole_frame_calls:>4d}  regions {regions:>4d}")
 
     rule(f"reader CPU per second of video, sampling to {DETECT_FPS:g} fps (+ motion's grey image): file reader "
          "(frame threads, all frames decoded) vs live camera reader (1 thread, unsampled B-frames not decoded)")

@@ -44,6 +44,8 @@ class PipelineStats:
     frames_detected: int = 0
     detector_calls: int = 0
     detector_seconds: float = 0.0
+    full_pass_calls: int = 0  # of detector_calls: whole frame + tiles, at start and every full_frame_every_s
+    whole_frame_calls: int = 0  # the whole frame alone: motion too spread for regions, or after a scene change
     scene_changes: int = 0
     events: int = 0
     blind_frames: int = 0
@@ -195,7 +197,12 @@ class CameraPipeline:
             active = self.detector.detector
             self.events.model_name, self.events.model_sha256 = active.name, active.sha256  # after a failover too
             self.stats.detector_seconds += clock.perf_counter() - start
-            self.stats.detector_calls += self.detector.detector.calls - calls
+            made = self.detector.detector.calls - calls
+            self.stats.detector_calls += made
+            if full:
+                self.stats.full_pass_calls += made
+            elif regions == [(0, 0, frame.width, frame.height)]:
+                self.stats.whole_frame_calls += made
             dets = self._filter(dets, frame.width * frame.height)
             self._remember_quiet(fresh_motion, dets, now)
             for known in self._known.values():

@@ -214,5 +214,7 @@ def test_periodic_whole_frame_passes_of_cameras_are_staggered(person_video: Path
         passes = [i * 0.2 for i in range(500) if pipeline.process(Frame.from_image(still, i, i * 0.2)).regions]
         assert passes[0] == 0.0 and 15 <= passes[1] <= 30, passes
         assert np.allclose(np.diff(passes[1:]), 30, atol=0.21), passes  # then every period
+        stats = pipeline.stats  # a still scene: every call is a full pass's (768x432: no tiles, one call each)
+        assert stats.detector_calls == stats.full_pass_calls == len(passes) and stats.whole_frame_calls == 0
         second_passes.append(passes[1])
     assert max(second_passes) - min(second_passes) >= 3, second_passes

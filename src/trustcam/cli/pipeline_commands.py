@@ -102,7 +102,9 @@ def analyze(
             say(
                 f"analysed {stats.frames} of {result.report.decoded} decoded frames in {result.seconds:.1f}s "
                 f"({result.report.decoded / max(result.seconds, 1e-9):.0f} fps); detector ran on "
-                f"{stats.detect_fraction:.0%} of analysed frames, {stats.detector_calls} calls")
+                f"{stats.detect_fraction:.0%} of analysed frames, {stats.detector_calls} calls "
+                f"({stats.full_pass_calls} in full passes, {stats.whole_frame_calls} whole-frame, "
+                f"{stats.detector_calls - stats.full_pass_calls - stats.whole_frame_calls} on regions)")
         if result.error:
             error(result.error)
             raise typer.Exit(1)
