@@ -101,6 +101,9 @@ def test_cameras_of_a_service_share_one_detector_process(person_video: Path, ins
         backups = {id(w.pipeline.detector.detector.detectors[1].detector) for w in service.workers}
         assert len(backups) == 1, "the backup model is loaded once, not per camera"
         assert service.detectors is not None and service.detectors.service.stats.requests > 0
+        metrics = service.metrics.render().decode()
+        assert 'trustcam_detector_service_requests_total{model="yolox-nano"}' in metrics
+        assert 'trustcam_detector_service_late_total{model="yolox-nano"}' in metrics
     finally:
         service.stop()
     assert not [p for p in detector_children() if p.pid not in before], "the service stops its detector process"

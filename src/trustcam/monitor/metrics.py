@@ -118,6 +118,7 @@ class _ServiceCollector(Collector):
                 lag.add_metric([worker.camera_name], watch.lag_s)
         yield from (frames, fps, up, reconnects, analysed, dropped, received, lag)
         yield from self._second_opinion()
+        yield from self._detector_service()
         dispatcher = getattr(self.service, "alerts", None)
         if dispatcher is None:
             return
@@ -131,6 +132,32 @@ class _ServiceCollector(Collector):
             dead.add_metric([sink.name], counts.get((sink.name, "dead"), 0))
         yield from (pending, dead)
 
+
+    def _detector_service(self) -> Iterator[Metric]:
+        """The node's shared detector (``trustcam run``): a rising ``late`` count is the sign of an overloaded node
+        (calls queued past their deadline while the model kept answering), which is not a failover."""
+        detectors = getattr(self.service, "detectors", None)
+        service = getattr(detectors, "service", None)
+        if service is None:
+            return
+        model, s = [service.name], service.stats
+        families = [
+            ("trustcam_detector_service_requests", "Detections the node's shared detector answered or failed.",
+             s.requests),
+            ("trustcam_detector_service_batches", "Batches sent to the model process (requests / batches is the "
+             "mean batch).", s.batches),
+            ("trustcam_detector_service_late", "Requests answered after their camera's call deadline because they "
+             "waited in the queue behind other cameras' while the model kept answering: the node is overloaded.",
+             s.late),
+            ("trustcam_detector_service_overloaded", "Requests that failed over after waiting in the queue for 10x the "
+             "call deadline.", s.overloaded),
+            ("trustcam_detector_service_restarts", "Times the model process was restarted after a crash or a hang.",
+             s.restarts),
+        ]
+        for name, help_text, value in families:
+            family = CounterMetricFamily(name, help_text, labels=["model"])
+            family.add_metric(model, value)
+            yield family
 
     def _second_opinion(self) -> Iterator[Metric]:
         """Per camera, from its pipeline's own counters: how much of its footage the second model checked (checked
