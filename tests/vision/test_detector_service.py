@@ -126,6 +126,27 @@ def test_batched_calls_from_camera_threads_match_direct_detection(shared: Shared
     assert close_to(FrameDetector(cameras[0]).detect_full(images[0]), FrameDetector(yolox).detect_full(images[0]))
 
 
+def test_one_cameras_tiles_go_as_batches(shared: SharedDetectors, yolox: Detector, images: list[np.ndarray]) -> None:
+    """A 1080p frame's full pass (whole frame + 24 tiles) from one camera: the tiles are queued together and answered
+    in batches of up to max_batch spread over the workers, not one call after another; the detections are those of
+    the model in-process."""
+    frame = cv2.resize(images[0], (1920, 1080))
+    camera = shared.for_camera()
+    try:
+        before = shared.service.stats.batches
+        start = time.perf_counter()
+        got = FrameDetector(camera).detect_full(frame)
+        took = time.perf_counter() - start
+        stats = shared.service.stats
+        assert close_to(got, FrameDetector(yolox).detect_full(frame))
+        assert camera.calls == 25 and stats.largest == shared.service.max_batch
+        assert stats.batches - before <= 5, f"25 calls in {stats.batches - before} batches: {stats}"
+        print(f"\none camera's 1080p full pass on the service: {took * 1000:.0f} ms in {stats.batches - before} "
+              "batches")
+    finally:
+        camera.close()
+
+
 def test_a_bad_image_fails_its_own_caller_only(shared: SharedDetectors, yolox: Detector,
                                                images: list[np.ndarray]) -> None:
     good, bad = shared.service.client(DEADLINE_S), shared.service.client(DEADLINE_S)

@@ -51,11 +51,18 @@ class FrameDetector:
         else:
             h, w = image.shape[:2]
             crop = lambda r: image[r[1] : r[3], r[0] : r[2]]  # noqa: E731
+        many = getattr(self.detector, "detect_many", None)
+        together = None  # several crops at once where the detector takes them together (the shared service)
+        if many is not None and len(regions) > 1 and (0, 0, w, h) not in regions:
+            together = many([crop(region) for region in regions])
         parts = []
-        for region in regions:
+        for i, region in enumerate(regions):
             x1, y1, _, _ = region
-            shrunk = self._detect_shrunk(image) if isinstance(image, Frame) and region == (0, 0, w, h) else None
-            dets = shrunk if shrunk is not None else self.detector.detect(crop(region)).shifted(x1, y1)
+            if together is not None:
+                dets = together[i].shifted(x1, y1)
+            else:
+                shrunk = self._detect_shrunk(image) if isinstance(image, Frame) and region == (0, 0, w, h) else None
+                dets = shrunk if shrunk is not None else self.detector.detect(crop(region)).shifted(x1, y1)
             if drop_cut:
                 dets = _drop_cut_at_inner_edges(dets, region, w, h)
             parts.append(dets)

@@ -436,6 +436,23 @@ class FailoverDetector:
             except DetectorFailure as e:
                 self._on_failure(index, e.reason)
 
+    def detect_many(self, images: Sequence[np.ndarray], score_threshold: float | None = None) -> list[Detections]:
+        """:meth:`detect` for several images at once: one batch on a detector that takes them together (the shared
+        service), else one call each; on failure the next detector retries them all."""
+        while True:
+            with self._lock:
+                index = self._active
+            if index is None:
+                raise AIBlind("no detector is available")
+            detector = self.detectors[index]
+            many = getattr(detector, "detect_many", None)
+            try:
+                if many is not None:
+                    return many(images, score_threshold)  # type: ignore[no-any-return]
+                return [detector.detect(image, score_threshold) for image in images]
+            except DetectorFailure as e:
+                self._on_failure(index, e.reason)
+
     def _emit(self, change: CoverageChange) -> None:
         log.warning(
             "AI coverage %s: active=%s failed=%s (%s)", change.state, change.active, change.failed, change.reason

@@ -314,16 +314,18 @@ class DetectorService:
         with self._cond:
             self._forget.append(client)
 
-    def submit(self, request: _Request) -> None:
-        """Queue ``request`` (raises :class:`DetectorFailure` at once when the child is down)."""
+    def submit(self, *requests: _Request) -> None:
+        """Queue ``requests`` together, so the dispatcher can send them as one batch (raises
+        :class:`DetectorFailure` at once when the child is down)."""
         with self._cond:
             if self._broken is None and self._process is not None and not self._process.is_alive():
                 self._broken = _exit_reason(self._process)  # died while idle: no batch noticed it yet
                 self._fail_pending(self._broken)
             if self._broken is not None:
                 raise DetectorFailure(f"{self.name}: {self._broken}")
-            request.generation = self.generation
-            self._queue.append(request)
+            for request in requests:
+                request.generation = self.generation
+                self._queue.append(request)
             self._cond.notify_all()
 
     def overdue(self, request: _Request, deadline_s: float) -> tuple[str | None, float]:
@@ -441,7 +443,9 @@ class ServiceClient:
         self.calls = 0
         self.id = service._new_client_id()
         self._image = SharedImage()
-        self._lock = threading.Lock()  # one request in flight per client: the buffer holds its image
+        # more buffers for detect_many, each with an id of its own (the child maps one buffer per id)
+        self._slots: list[tuple[int, SharedImage]] = []
+        self._lock = threading.Lock()  # one call in flight per client: the buffers hold its images
 
     @property
     def name(self) -> str:
@@ -473,25 +477,51 @@ class ServiceClient:
     def detect(self, image: np.ndarray, score_threshold: float | None = None) -> Detections:
         """Detect in the service; raise :class:`DetectorFailure` on a crash, when the child holds a batch unanswered
         for ``deadline_s`` (hung), or when the request stays queued past the service's overload limit."""
+        return self.detect_many([image], score_threshold)[0]
+
+    def detect_many(self, images: Sequence[np.ndarray], score_threshold: float | None = None) -> list[Detections]:
+        """Detect in several images (a camera's tiles or motion regions), queued together so that the service
+        answers them as one batch spread over its workers, not one call after another; failures as :meth:`detect`,
+        raised once every image of the chunk in flight is settled (their buffers are then free again)."""
         threshold = self.score_threshold if score_threshold is None else score_threshold
+        overload_s = self.overload_after_s or self.service.overload_after_s or 10 * self.deadline_s
+        chunk = max(1, self.service.max_batch)
+        results: list[Detections] = []
         with self._lock:
-            start = time.monotonic()
-            image = np.ascontiguousarray(image)
-            overload_s = self.overload_after_s or self.service.overload_after_s or 10 * self.deadline_s
-            request = _Request(self.id, self._image.share(image), image.shape, image.dtype.str, threshold,
-                               overload_s)
-            self.service.submit(request)
-            wait = max(self.deadline_s - (time.monotonic() - start), 0.0)
-            while not request.done.wait(wait):
-                reason, wait = self.service.overdue(request, self.deadline_s)
-                if reason is not None:
-                    raise DetectorFailure(f"{self.name}: {reason}")
-                if wait <= 0:
-                    break
-        if request.error is not None:
-            raise DetectorFailure(f"{self.name}: {request.error}")
-        self.calls += 1
-        return request.result  # type: ignore[return-value]
+            for first in range(0, len(images), chunk):
+                start = time.monotonic()
+                requests = []
+                for slot, image in enumerate(images[first:first + chunk]):
+                    image = np.ascontiguousarray(image)
+                    sender, buffer = self._slot(slot)
+                    requests.append(_Request(sender, buffer.share(image), image.shape, image.dtype.str, threshold,
+                                             overload_s))
+                self.service.submit(*requests)
+                failures = [self._settle(request, start) for request in requests]
+                failure = next((f for f in failures if f is not None), None)
+                if failure is not None:
+                    raise DetectorFailure(f"{self.name}: {failure}")
+                self.calls += len(requests)
+                results += [request.result for request in requests]  # type: ignore[misc]
+        return results
+
+    def _slot(self, index: int) -> tuple[int, SharedImage]:
+        if index == 0:
+            return self.id, self._image
+        while len(self._slots) < index:
+            self._slots.append((self.service._new_client_id(), SharedImage()))
+        return self._slots[index - 1]
+
+    def _settle(self, request: _Request, start: float) -> str | None:
+        """Wait for ``request`` (the service judges whether the model is hung); its failure reason, or None."""
+        wait = max(self.deadline_s - (time.monotonic() - start), 0.0)
+        while not request.done.wait(wait):
+            reason, wait = self.service.overdue(request, self.deadline_s)
+            if reason is not None:
+                return reason
+            if wait <= 0:
+                break
+        return request.error
 
     def restart(self) -> None:
         """Make sure the shared service is serving again (the failover's restart loop calls this)."""
@@ -500,7 +530,10 @@ class ServiceClient:
     def close(self) -> None:
         with self._lock:
             self._image.close()
-        self.service.forget(self.id)
+            for _, buffer in self._slots:
+                buffer.close()
+        for client in [self.id, *(sender for sender, _ in self._slots)]:
+            self.service.forget(client)
 
 
 class DetectorView:
