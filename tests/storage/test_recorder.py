@@ -28,6 +28,7 @@ from trustcam.config.schema import RecordConfig, VaultConfig
 from trustcam.events.model import Event, EventEnded, EventStarted
 from trustcam.ingest.source import VideoSource
 from trustcam.ingest.stream import Backoff, LiveStream
+from trustcam.storage import recorder as recorder_module
 from trustcam.storage.database import open_database
 from trustcam.storage.recorder import Recorder
 from trustcam.storage.schema import SegmentRow
@@ -290,6 +291,24 @@ def test_a_database_outage_delays_segments_and_loses_none(car_video: Path, vault
     assert "database unreachable while storing the segment 0.0-4.8" in caplog.text
     assert len(list((vault.root / "road").rglob("*.seg"))) == 7, "a failed attempt leaves no orphan file"
     assert vault.verify_chain(deep=True) == []
+
+
+def test_a_database_still_away_at_stop_gets_close_retry_s_then_the_rest_is_lost_counted(
+        car_video: Path, vault: Vault, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopping never hangs on a database that does not come back: after CLOSE_RETRY_S the waiting segments are
+    counted as failed and logged, without another attempt each."""
+    monkeypatch.setattr(recorder_module, "CLOSE_RETRY_S", 0.5)
+    vault.engine = create_engine(f"postgresql+psycopg://trustcam@127.0.0.1:{free_port()}/trustcam",
+                                 connect_args={"connect_timeout": 2})
+    recorder = Recorder("road", config("continuous", segment_s=5), vault, clock=None)
+    started = time.monotonic()
+    with caplog.at_level(logging.ERROR, logger="trustcam.storage.recorder"):
+        record_file(car_video, recorder)
+    took = time.monotonic() - started
+    assert recorder.stats.stored == 0 and recorder.stats.failed == 7, recorder.stats
+    assert took < 10, f"stopping took {took:.1f} s"
+    assert caplog.text.count("NOT STORED: the database was still unreachable at stop") == 6
+    assert not list((vault.root / "road").rglob("*.seg")), "no orphan file"
 
 
 def test_a_failing_tap_never_stops_analysis(car_video: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -193,6 +193,7 @@ class Recorder:
         self._now: float | None = None  # time of the newest packet
         self._closed = False
         self._closed_at: float | None = None  # when close() began: bounds how long a database outage is waited out
+        self._database_gone = False  # the outage outlasted the stop: what still waits is given up at once
         self._mux_errors = 0
         self._queue: queue.Queue[Segment | None] = queue.Queue()
         self._thread = threading.Thread(target=self._write_loop, name=f"recorder-{camera}", daemon=True)
@@ -520,6 +521,11 @@ class Recorder:
         """Store one segment; while the database is unreachable (a PostgreSQL restart, a SQLite file locked) retry
         it with backoff, later segments waiting behind it in the queue (order holds: the chain is appended in
         order). Anything else, or an outage outlasting the stop by ``CLOSE_RETRY_S``, loses the segment (counted)."""
+        if self._database_gone:  # stopping, and the database stayed away: the rest is lost without more waiting
+            self.stats.failed += 1
+            log.error("camera %s: segment %.1f-%.1f NOT STORED: the database was still unreachable at stop",
+                      self.camera, item.start, item.end)
+            return
         store = getattr(self._sink, "store_segment", None)
         delay = RETRY_FIRST_S
         while True:
@@ -542,6 +548,7 @@ class Recorder:
                     time.sleep(delay)
                     delay = min(2 * delay, RETRY_MAX_S)
                     continue
+                self._database_gone = transient(exc)
                 self.stats.failed += 1
                 self.stats.last_error = f"storing a segment failed: {exc}"
                 if self.stats.failed == 1:  # the traceback once; then one line per lost segment
