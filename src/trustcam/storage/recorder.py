@@ -194,6 +194,7 @@ class Recorder:
         self._closed = False
         self._closed_at: float | None = None  # when close() began: bounds how long a database outage is waited out
         self._database_gone = False  # the outage outlasted the stop: what still waits is given up at once
+        self._retrying = False  # the writer is waiting out a database outage (the queue then grows)
         self._mux_errors = 0
         self._queue: queue.Queue[Segment | None] = queue.Queue()
         self._thread = threading.Thread(target=self._write_loop, name=f"recorder-{camera}", daemon=True)
@@ -503,9 +504,11 @@ class Recorder:
                          if a.kind == "event" and a.label and a.overlaps(segment.start, segment.end)})
         if self._queue.qsize() >= QUEUE_SEGMENTS:
             self.stats.dropped += 1
-            self.stats.last_error = "the vault is not keeping up; segment dropped"
-            log.error("camera %s: the vault is not keeping up (%d segments waiting); dropped the segment "
-                      "%.1f-%.1f", self.camera, self._queue.qsize(), segment.start, segment.end)
+            why = ("the database has been unreachable too long" if self._retrying
+                   else "the vault is not keeping up")
+            self.stats.last_error = f"{why}; segment dropped"
+            log.error("camera %s: %s (%d segments waiting); dropped the segment %.1f-%.1f", self.camera, why,
+                      self._queue.qsize(), segment.start, segment.end)
             return
         self._queue.put(_Tagged(segment.data, segment.start, segment.end, has_motion, labels))
 
@@ -545,6 +548,7 @@ class Recorder:
                                     self.camera, item.start, item.end, type(exc).__name__, QUEUE_SEGMENTS,
                                     RETRY_MAX_S)
                     self.stats.retries += 1
+                    self._retrying = True
                     time.sleep(delay)
                     delay = min(2 * delay, RETRY_MAX_S)
                     continue
@@ -559,6 +563,7 @@ class Recorder:
                               item.start, item.end, self.stats.failed, exc)
                 return
         if delay != RETRY_FIRST_S:
+            self._retrying = False
             log.info("camera %s: database back; the segment %.1f-%.1f is stored", self.camera, item.start, item.end)
         self.stats.stored += 1
         self.stats.bytes_stored += len(item.data)
