@@ -132,7 +132,6 @@ class _ServiceCollector(Collector):
             dead.add_metric([sink.name], counts.get((sink.name, "dead"), 0))
         yield from (pending, dead)
 
-
     def _detector_service(self) -> Iterator[Metric]:
         """The node's shared detector (``trustcam run``): a rising ``late`` count is the sign of an overloaded node
         (calls queued past their deadline while the model kept answering), which is not a failover."""

@@ -348,10 +348,12 @@ class DetectorService:
                 self.stats.late += 1
             stalled = now - self._sent_at if self._sent else 0.0
             if stalled < deadline_s:
-                waited, limit = now - request.queued_at, request.overload_s
-                if request.state == "sent" or waited < limit:
-                    return None, max(min(deadline_s - stalled, limit - waited if request.state == "queued"
-                                         else deadline_s), 0.005)
+                queued, waited = request.state == "queued", now - request.queued_at
+                if not queued or waited < request.overload_s:
+                    left = deadline_s - stalled  # until the batch in the child could count as hung
+                    if queued:
+                        left = min(left, request.overload_s - waited)
+                    return None, max(left, 0.005)
                 self._queue.remove(request)
                 self.stats.overloaded += 1
                 reason = f"detector service overloaded (request still queued after {waited:.1f}s)"
